@@ -1,0 +1,242 @@
+//! Composition root: builds every part from the [`Config`], spawns the
+//! long-lived tasks (one refresher per profile, the server, the readiness
+//! notifier) on one [`TaskTracker`] under one [`CancellationToken`], and
+//! drains them on shutdown. No other module spawns long-lived tasks.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::error::StartupError;
+use crate::fsutil;
+use crate::refresher::{self, Wake};
+use crate::secret::{SecretString, secret};
+use crate::server::{self, ServerState};
+use crate::store::{ProfileEntry, ProfileInfo, ProfileStore, Registry};
+use crate::upstream::Chain;
+
+/// How long in-flight work may take to finish after SIGTERM.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// The file in the runtime dir that tells client commands where we listen.
+pub const DAEMON_FILE: &str = "daemon.json";
+
+/// Load the ECS token, creating it (32 random bytes, base64url, no newline,
+/// 0600 in a 0700 directory) if the file does not exist.
+pub fn ecs_token(path: &Path) -> Result<SecretString, StartupError> {
+    match fsutil::read_secret_file(path) {
+        Ok(t) if !t.is_empty() => Ok(secret(t)),
+        Ok(_) => Err(StartupError::Other(format!(
+            "ECS token file {} is empty; delete it to have a new token generated",
+            path.display()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            use base64::Engine;
+            let mut raw = [0u8; 32];
+            getrandom::fill(&mut raw)
+                .map_err(|e| StartupError::Other(format!("no randomness: {e}")))?;
+            let tok = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
+            fsutil::write_atomic_private(path, tok.as_bytes()).map_err(|e| {
+                StartupError::Other(format!(
+                    "cannot create the ECS token file {}: {e}",
+                    path.display()
+                ))
+            })?;
+            tracing::info!(path = %path.display(), "created a new ECS authorization token");
+            Ok(secret(tok))
+        }
+        Err(e) => Err(StartupError::Other(format!(
+            "cannot read the ECS token file {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+/// What `daemon.json` says.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct DaemonInfo {
+    /// Daemon pid.
+    pub pid: u32,
+    /// Bound address.
+    pub listen: SocketAddr,
+    /// ECS token file.
+    pub ecs_token_file: PathBuf,
+    /// Version.
+    pub version: String,
+}
+
+/// Run the daemon until `shutdown` resolves.
+pub async fn run(
+    config: Config,
+    clock: SharedClock,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), StartupError> {
+    let token = ecs_token(&config.server.ecs_token_file)?;
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .map_err(|source| StartupError::Bind {
+            addr: config.server.listen,
+            source,
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| StartupError::Other(format!("cannot read the bound address: {e}")))?;
+
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let registry = Registry::default();
+    let mut wakers: Vec<mpsc::Sender<Wake>> = Vec::new();
+    let mut watched: Vec<(PathBuf, mpsc::Sender<Wake>)> = Vec::new();
+
+    for (name, profile) in &config.profiles {
+        if let Some(rt) = profile.login.refresh_token_file()
+            && let Some(dir) = rt.parent()
+            && let Err(e) = fsutil::ensure_private_dir(dir)
+        {
+            tracing::warn!(profile = %name, dir = %dir.display(), error = %e, "cannot create the state directory");
+        }
+        let (store, reader) = ProfileStore::new();
+        registry.insert(
+            name.clone(),
+            ProfileEntry {
+                info: Arc::new(ProfileInfo {
+                    role_name: profile.role_name.clone(),
+                    region: profile.region.clone(),
+                    login_kind: profile.login.kind(),
+                    flow: profile.aws.flow.as_str(),
+                    refresh_token_file: profile
+                        .login
+                        .refresh_token_file()
+                        .map(|p| p.display().to_string()),
+                }),
+                reader,
+            },
+        );
+        let source = Arc::new(
+            Chain::build(profile, clock.clone())
+                .await
+                .map_err(|e| StartupError::Other(format!("profile {name}: {e}")))?,
+        );
+        let (tx, rx) = mpsc::channel(8);
+        wakers.push(tx.clone());
+        if let Some(rt) = profile.login.refresh_token_file() {
+            watched.push((rt.to_path_buf(), tx));
+        }
+        let settings = refresher::Settings {
+            profile: name.clone(),
+            refresh_before: profile.refresh_before,
+            refresh_token_file: profile.login.refresh_token_file().map(Path::to_path_buf),
+        };
+        tracker.spawn(
+            refresher::run(source, store, clock.clone(), settings, rx, cancel.clone())
+                .instrument(tracing::info_span!("refresher", profile = %name)),
+        );
+    }
+    let _watcher = match crate::watcher::watch(watched) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %e, "file watching unavailable; send SIGHUP after writing a new refresh token");
+            None
+        }
+    };
+
+    let state = Arc::new(ServerState {
+        registry: registry.clone(),
+        imds_profile: config.server.imds_profile.clone(),
+        imds_v1: config.server.imds_v1,
+        ecs_token: token,
+        tokens: Default::default(),
+        hosts: ServerState::host_allow_list(addr, &config.server.allowed_hosts),
+        clock: clock.clone(),
+    });
+    let router = server::router(state.clone(), config.server.imds);
+    let server_cancel = cancel.clone();
+    tracker.spawn(
+        async move {
+            if let Err(e) = server::serve(listener, router, server_cancel.cancelled_owned()).await {
+                tracing::error!(error = %e, "server failed");
+            }
+        }
+        .instrument(tracing::info_span!("server")),
+    );
+    tracing::info!(
+        addr = %addr,
+        imds = config.server.imds,
+        imds_v1 = config.server.imds_v1,
+        profiles = config.profiles.len(),
+        "listening addr={addr}"
+    );
+
+    let info_path = config.server.runtime_dir.join(DAEMON_FILE);
+    let info = DaemonInfo {
+        pid: std::process::id(),
+        listen: addr,
+        ecs_token_file: config.server.ecs_token_file.clone(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    };
+    if let Err(e) = serde_json::to_vec_pretty(&info)
+        .map_err(std::io::Error::other)
+        .and_then(|b| fsutil::write_atomic_private(&info_path, &b))
+    {
+        tracing::warn!(path = %info_path.display(), error = %e, "cannot write the daemon file; `credbroker status`/`env` will use server.listen");
+    }
+
+    // Readiness: one well-defined moment, when every profile first has
+    // credentials (systemd READY=1, a log line).
+    let ready_cancel = cancel.clone();
+    let ready_registry = registry.clone();
+    tracker.spawn(async move {
+        let mut readers: Vec<_> = ready_registry
+            .all()
+            .into_iter()
+            .map(|(_, p)| p.reader)
+            .collect();
+        for r in &mut readers {
+            tokio::select! {
+                res = r.wait_for(|s| s.served.is_some()) => if res.is_err() { return },
+                () = ready_cancel.cancelled() => return,
+            }
+        }
+        tracing::info!("ready: every profile has credentials");
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    });
+
+    let mut hangup = crate::shutdown::Hangup::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            () = hangup.recv() => {
+                tracing::info!("SIGHUP: retrying profiles that wait for a login");
+                for w in &wakers {
+                    let _ = w.try_send(Wake::Hangup);
+                }
+            }
+        }
+    }
+
+    tracing::info!("shutting down");
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    cancel.cancel();
+    tracker.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(grace = ?SHUTDOWN_GRACE, "tasks did not finish within the grace period");
+    }
+    if let Ok(text) = std::fs::read_to_string(&info_path)
+        && serde_json::from_str::<DaemonInfo>(&text).is_ok_and(|d| d.pid == std::process::id())
+    {
+        let _ = std::fs::remove_file(&info_path);
+    }
+    Ok(())
+}

@@ -1,0 +1,224 @@
+//! Command line: `serve`, `check-config`, `status`, `env`.
+//!
+//! `status` and `env` talk to (or describe) the running daemon: its real
+//! address comes from `daemon.json` in the runtime directory (the daemon may
+//! have bound port 0), falling back to `server.listen`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::app::{DAEMON_FILE, DaemonInfo};
+use crate::config::{self, Config, Env};
+use crate::error::StartupError;
+use crate::secret::ExposeSecret;
+
+/// credbroker: keeps AWS credentials fresh from an IdP refresh token and
+/// serves them to SDKs on loopback (IMDSv2 and ECS container credentials).
+#[derive(Debug, Parser)]
+#[command(name = "credbroker", version, about, long_about = None)]
+pub struct Cli {
+    /// Config file [default: $CREDBROKER_CONFIG, else $XDG_CONFIG_HOME/credbroker/config.toml]
+    #[arg(short = 'c', long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon (until SIGTERM/SIGINT).
+    Serve,
+    /// Validate the config and print it resolved (secrets are only ever paths).
+    CheckConfig,
+    /// Show the running daemon's per-profile state.
+    Status {
+        /// Print the raw JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the `export` lines a shell or container needs to use the daemon.
+    Env {
+        /// Profile to serve through the ECS endpoint [default: server.imds_profile].
+        #[arg(long)]
+        profile: Option<String>,
+        /// Point clients at the IMDS endpoint instead of the ECS endpoint.
+        #[arg(long)]
+        imds: bool,
+    },
+}
+
+/// The process environment as a map.
+pub fn process_env() -> Env {
+    std::env::vars().collect()
+}
+
+/// Load the config named by the CLI / environment.
+pub fn load_config(cli: &Cli, env: &Env) -> Result<Config, StartupError> {
+    let path = config::config_path(cli.config.as_deref(), env);
+    Ok(config::load(&path, env)?)
+}
+
+fn base_url(addr: SocketAddr) -> String {
+    match addr {
+        SocketAddr::V4(a) => format!("http://{}:{}", a.ip(), a.port()),
+        SocketAddr::V6(a) => format!("http://[{}]:{}", a.ip(), a.port()),
+    }
+}
+
+/// The daemon's live address (from `daemon.json`), else the configured one.
+pub fn daemon_addr(cfg: &Config) -> SocketAddr {
+    std::fs::read_to_string(cfg.server.runtime_dir.join(DAEMON_FILE))
+        .ok()
+        .and_then(|t| serde_json::from_str::<DaemonInfo>(&t).ok())
+        .map(|d| d.listen)
+        .unwrap_or(cfg.server.listen)
+}
+
+/// `credbroker env`.
+pub fn env_lines(cfg: &Config, profile: Option<&str>, imds: bool) -> Result<String, StartupError> {
+    let base = base_url(daemon_addr(cfg));
+    if imds {
+        if !cfg.server.imds {
+            return Err(StartupError::Usage(
+                "IMDS is disabled (server.imds = false)".into(),
+            ));
+        }
+        if let Some(p) = profile
+            && p != cfg.server.imds_profile
+        {
+            return Err(StartupError::Usage(format!(
+                "IMDS serves only server.imds_profile ({:?}), not {p:?}",
+                cfg.server.imds_profile
+            )));
+        }
+        return Ok(format!(
+            "export AWS_EC2_METADATA_SERVICE_ENDPOINT={base}/\n"
+        ));
+    }
+    let p = profile.unwrap_or(&cfg.server.imds_profile);
+    if !cfg.profiles.contains_key(p) {
+        return Err(StartupError::Usage(format!(
+            "no profile named {p:?} (profiles: {})",
+            cfg.profiles.keys().cloned().collect::<Vec<_>>().join(", ")
+        )));
+    }
+    Ok(format!(
+        "export AWS_CONTAINER_CREDENTIALS_FULL_URI={base}/v1/credentials/{p}\nexport AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE={}\n",
+        shell_quote(&cfg.server.ecs_token_file.display().to_string())
+    ))
+}
+
+fn shell_quote(s: &str) -> String {
+    if s.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"/._-+:@%".contains(&b))
+    {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// `credbroker status`: fetch `/v1/status` from the running daemon.
+pub async fn status(cfg: &Config, json: bool) -> Result<String, StartupError> {
+    let addr = daemon_addr(cfg);
+    let token = crate::fsutil::read_secret_file(&cfg.server.ecs_token_file).map_err(|e| {
+        StartupError::Unavailable(format!(
+            "cannot read the ECS token file {}: {e} (is the daemon running?)",
+            cfg.server.ecs_token_file.display()
+        ))
+    })?;
+    let token = crate::secret::secret(token);
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()
+        .map_err(|e| StartupError::Other(e.to_string()))?;
+    let resp = http
+        .get(format!("{}/v1/status", base_url(addr)))
+        .header(reqwest::header::AUTHORIZATION, token.expose_secret())
+        .send()
+        .await
+        .map_err(|_| {
+            StartupError::Unavailable(format!(
+                "no credbroker daemon answers at {addr} (is it running?)"
+            ))
+        })?;
+    let code = resp.status();
+    let body = resp.text().await.unwrap_or_default();
+    if !code.is_success() {
+        return Err(StartupError::Unavailable(format!(
+            "the daemon at {addr} answered HTTP {code}"
+        )));
+    }
+    if json {
+        return Ok(format!("{body}\n"));
+    }
+    let v: serde_json::Value = serde_json::from_str(&body)
+        .map_err(|_| StartupError::Other("unreadable status document".into()))?;
+    Ok(render_status(addr, &v))
+}
+
+fn render_status(addr: SocketAddr, v: &serde_json::Value) -> String {
+    let s = |x: &serde_json::Value| x.as_str().unwrap_or("-").to_owned();
+    let mut out = format!(
+        "credbroker {} at {addr} (IMDS profile: {})\n",
+        s(&v["version"]),
+        s(&v["imds_profile"])
+    );
+    let rows: Vec<[String; 6]> = v["profiles"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(name, p)| {
+                    [
+                        name.clone(),
+                        s(&p["state"]),
+                        p["access_key_id_suffix"]
+                            .as_str()
+                            .map(|k| format!("…{k}"))
+                            .unwrap_or("-".into()),
+                        s(&p["expiration"]),
+                        s(&p["next_refresh"]),
+                        p["last_error"]["kind"].as_str().unwrap_or("-").to_owned(),
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let head = [
+        "PROFILE",
+        "STATE",
+        "KEY",
+        "EXPIRES",
+        "NEXT REFRESH",
+        "LAST ERROR",
+    ]
+    .map(String::from);
+    let mut widths = head.clone().map(|h| h.len());
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    for r in std::iter::once(&head).chain(rows.iter()) {
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    if let Some(m) = v["profiles"].as_object() {
+        for (name, p) in m {
+            if let Some(msg) = p["last_error"]["message"].as_str() {
+                out.push_str(&format!("{name}: {msg}\n"));
+            }
+        }
+    }
+    out
+}

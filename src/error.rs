@@ -1,0 +1,43 @@
+//! Start-up errors: the only errors `main` sees, each with its exit code.
+
+use std::net::SocketAddr;
+
+use crate::config::ConfigError;
+
+/// Why the daemon or a client command could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// Bad configuration: exit 64.
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    /// Bad command-line usage: exit 64.
+    #[error("{0}")]
+    Usage(String),
+    /// The listener could not be bound: exit 69.
+    #[error(
+        "cannot listen on {addr}: {source} (is another credbroker running? change server.listen)"
+    )]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// The daemon a client command needs is not reachable: exit 69.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Anything else: exit 1.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl StartupError {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            StartupError::Config(_) | StartupError::Usage(_) => crate::EXIT_USAGE,
+            StartupError::Bind { .. } | StartupError::Unavailable(_) => crate::EXIT_UNAVAILABLE,
+            StartupError::Other(_) => 1,
+        }
+    }
+}

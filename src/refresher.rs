@@ -1,0 +1,432 @@
+//! The refresher: one task per profile, the **only writer** of that profile's
+//! [`ProfileStore`].
+//!
+//! ```text
+//! fetch ──ok──► publish ──► sleep until refresh_at(expiry) ──► fetch …
+//!   │
+//!   ├─retryable──► keep last good creds, sleep backoff(n) ──► fetch …
+//!   └─login required──► state login_required, wait for the refresh-token
+//!                       file to change or SIGHUP ──► fetch …
+//! ```
+//!
+//! Schedule: next refresh at `expiry − min(refresh_before, lifetime/2)`, minus
+//! a little jitter, never sooner than [`MIN_INTERVAL`]. Sleeping happens in
+//! chunks of at most [`MAX_SLEEP`] against the **wall clock**, so a laptop that
+//! was suspended (monotonic timers stop) or whose clock jumped re-checks its
+//! deadline on resume instead of oversleeping past expiry.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::SharedClock;
+use crate::creds::{Served, rfc3339};
+use crate::fsutil;
+use crate::store::{ErrorInfo, ProfileStore, State};
+use crate::upstream::CredentialSource;
+
+/// Never refresh more often than this, whatever lifetime upstream grants.
+pub const MIN_INTERVAL: Duration = Duration::from_secs(5);
+/// Longest single sleep before re-checking the wall clock.
+pub const MAX_SLEEP: Duration = Duration::from_secs(30);
+/// First retry delay after a failure.
+pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
+/// Retry delay cap.
+pub const BACKOFF_CAP: Duration = Duration::from_secs(300);
+
+/// Why a refresher is woken early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// The refresh-token file (or its directory) changed.
+    TokenFileChanged,
+    /// SIGHUP: retry now.
+    Hangup,
+}
+
+/// When to refresh credentials obtained at `now` that expire at `expiry`.
+/// `jitter` in `[0, 1)` moves the time earlier by up to a tenth of the lead
+/// (at most a minute), so many brokers do not refresh in lockstep.
+pub fn refresh_at(
+    now: SystemTime,
+    expiry: SystemTime,
+    refresh_before: Duration,
+    jitter: f64,
+) -> SystemTime {
+    let lifetime = expiry.duration_since(now).unwrap_or(Duration::ZERO);
+    let lead = refresh_before.min(lifetime / 2);
+    let spread = (lead / 10).min(Duration::from_secs(60));
+    let at = expiry - lead - spread.mul_f64(jitter.clamp(0.0, 1.0));
+    at.max(now + MIN_INTERVAL.min(lifetime / 2))
+}
+
+/// Delay before retry number `failures` (1-based): exponential from
+/// [`BACKOFF_BASE`], capped at [`BACKOFF_CAP`], with "equal jitter" (half
+/// fixed, half random) so retries spread out but never collapse to zero.
+pub fn backoff(failures: u32, jitter: f64) -> Duration {
+    let exp = failures.saturating_sub(1).min(16);
+    let d = BACKOFF_BASE.saturating_mul(1u32 << exp).min(BACKOFF_CAP);
+    d / 2 + (d / 2).mul_f64(jitter.clamp(0.0, 1.0))
+}
+
+/// A random number in `[0, 1)`.
+pub fn random_unit() -> f64 {
+    let mut b = [0u8; 8];
+    if getrandom::fill(&mut b).is_err() {
+        return 0.5;
+    }
+    (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Per-profile settings of the loop.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Profile name (for logs).
+    pub profile: String,
+    /// Lead time before expiry.
+    pub refresh_before: Duration,
+    /// The refresh-token file (watched while login is required).
+    pub refresh_token_file: Option<PathBuf>,
+}
+
+enum Waited {
+    Deadline,
+    Woken,
+    Cancelled,
+}
+
+/// Sleep until `deadline` (wall clock), in bounded chunks. Wakes are honoured
+/// only when `wakeable`; otherwise they are drained and ignored.
+async fn wait_until(
+    clock: &SharedClock,
+    deadline: SystemTime,
+    wake: &mut mpsc::Receiver<Wake>,
+    wakeable: bool,
+    cancel: &CancellationToken,
+) -> Waited {
+    loop {
+        let Ok(left) = deadline.duration_since(clock.now()) else {
+            return Waited::Deadline;
+        };
+        if left.is_zero() {
+            return Waited::Deadline;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(left.min(MAX_SLEEP)) => {}
+            w = wake.recv() => {
+                if w.is_some() && wakeable {
+                    return Waited::Woken;
+                }
+                if w.is_none() {
+                    // No more wake sources: just sleep.
+                    tokio::select! {
+                        () = tokio::time::sleep(left.min(MAX_SLEEP)) => {}
+                        () = cancel.cancelled() => return Waited::Cancelled,
+                    }
+                }
+            }
+            () = cancel.cancelled() => return Waited::Cancelled,
+        }
+    }
+}
+
+/// Run the refresh loop until `cancel` fires.
+pub async fn run<S: CredentialSource>(
+    source: Arc<S>,
+    store: ProfileStore,
+    clock: SharedClock,
+    settings: Settings,
+    mut wake: mpsc::Receiver<Wake>,
+    cancel: CancellationToken,
+) {
+    let profile = settings.profile.as_str();
+    let mut failures: u32 = 0;
+    loop {
+        let result = tokio::select! {
+            r = source.fetch() => r,
+            () = cancel.cancelled() => return,
+        };
+        let now = clock.now();
+        match result {
+            Ok(creds) => {
+                failures = 0;
+                let served = Arc::new(Served::render(&creds, now));
+                let next = refresh_at(
+                    now,
+                    creds.expiration,
+                    settings.refresh_before,
+                    random_unit(),
+                );
+                tracing::info!(
+                    profile,
+                    key = %format_args!("…{}", served.key_suffix),
+                    expires = %rfc3339(creds.expiration),
+                    next_refresh = %rfc3339(next),
+                    "credentials refreshed"
+                );
+                store.update(|s| {
+                    s.served = Some(served);
+                    s.state = State::Ready;
+                    s.last_error = None;
+                    s.next_refresh = Some(next);
+                    s.last_refresh = Some(now);
+                    s.refreshes += 1;
+                    s.failures = 0;
+                });
+                if let Waited::Cancelled = wait_until(&clock, next, &mut wake, false, &cancel).await
+                {
+                    return;
+                }
+            }
+            Err(e) if e.is_login_required() => {
+                failures += 1;
+                let token_file = settings.refresh_token_file.clone();
+                let seen = token_file.as_deref().and_then(fsutil::fingerprint);
+                tracing::error!(profile, error = %e, "login required; not retrying until the refresh token changes or SIGHUP");
+                store.update(|s| {
+                    s.state = State::LoginRequired;
+                    s.last_error = Some(ErrorInfo {
+                        kind: e.kind(),
+                        message: e.to_string(),
+                        at: now,
+                    });
+                    s.next_refresh = None;
+                    s.failures = failures;
+                });
+                loop {
+                    tokio::select! {
+                        w = wake.recv() => match w {
+                            Some(Wake::Hangup) => break,
+                            Some(Wake::TokenFileChanged) => {
+                                let fp = token_file.as_deref().and_then(fsutil::fingerprint);
+                                if fp.is_some() && fp != seen {
+                                    break;
+                                }
+                            }
+                            None => {
+                                cancel.cancelled().await;
+                                return;
+                            }
+                        },
+                        () = cancel.cancelled() => return,
+                    }
+                }
+                tracing::info!(profile, "refresh token changed (or SIGHUP); trying again");
+            }
+            Err(e) => {
+                failures += 1;
+                let delay = backoff(failures, random_unit());
+                let next = now + delay;
+                let still_valid = store
+                    .current()
+                    .served
+                    .as_ref()
+                    .is_some_and(|s| s.usable_at(now, Duration::ZERO));
+                if still_valid {
+                    tracing::warn!(profile, error = %e, retry_in = ?delay, "refresh failed; serving the last good credentials until they expire");
+                } else {
+                    tracing::error!(profile, error = %e, retry_in = ?delay, "refresh failed and no valid credentials remain");
+                }
+                store.update(|s| {
+                    s.state = if s.served.is_some() {
+                        State::Retrying
+                    } else {
+                        State::Starting
+                    };
+                    s.last_error = Some(ErrorInfo {
+                        kind: e.kind(),
+                        message: e.to_string(),
+                        at: now,
+                    });
+                    s.next_refresh = Some(next);
+                    s.failures = failures;
+                });
+                if let Waited::Cancelled = wait_until(&clock, next, &mut wake, true, &cancel).await
+                {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::TokioClock;
+    use crate::creds::AwsCredentials;
+    use crate::secret::secret;
+    use crate::upstream::UpstreamError;
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
+    const T0: u64 = 1_800_000_000;
+
+    fn at(s: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(T0 + s)
+    }
+
+    #[test]
+    fn schedule_uses_lead_or_half_lifetime() {
+        let m30 = Duration::from_secs(1800);
+        // 1 h credentials: 30 min early (jitter 0).
+        assert_eq!(refresh_at(at(0), at(3600), m30, 0.0), at(1800));
+        // 12 h credentials: 30 min early.
+        assert_eq!(refresh_at(at(0), at(43200), m30, 0.0), at(43200 - 1800));
+        // 60 s credentials: half-way.
+        assert_eq!(refresh_at(at(0), at(60), m30, 0.0), at(30));
+        // Jitter only ever moves it earlier, by at most a tenth of the lead / 60 s.
+        let j = refresh_at(at(0), at(43200), m30, 0.999);
+        assert!(j < at(43200 - 1800) && j >= at(43200 - 1800 - 60));
+        // Tiny lifetimes never produce a busy loop.
+        assert!(refresh_at(at(0), at(4), m30, 0.0) >= at(2));
+    }
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        assert_eq!(backoff(1, 0.0), Duration::from_millis(500));
+        assert_eq!(backoff(1, 1.0), Duration::from_secs(1));
+        assert_eq!(backoff(4, 1.0), Duration::from_secs(8));
+        assert_eq!(backoff(30, 1.0), BACKOFF_CAP);
+        assert!(backoff(30, 0.0) >= BACKOFF_CAP / 2);
+        for n in 1..40 {
+            assert!(backoff(n, random_unit()) <= BACKOFF_CAP);
+        }
+    }
+
+    /// A scripted source: pops the next outcome; counts calls.
+    struct Script {
+        clock: TokioClock,
+        outcomes: Mutex<VecDeque<Result<u64, UpstreamError>>>,
+        calls: Mutex<u32>,
+    }
+
+    impl CredentialSource for Script {
+        async fn fetch(&self) -> Result<AwsCredentials, UpstreamError> {
+            *self.calls.lock().unwrap() += 1;
+            let next = self.outcomes.lock().unwrap().pop_front();
+            use crate::clock::Clock;
+            match next {
+                Some(Ok(life)) => Ok(AwsCredentials {
+                    access_key_id: format!("AKID{}", self.calls.lock().unwrap()),
+                    secret_access_key: secret("s"),
+                    session_token: secret("t"),
+                    expiration: self.clock.now() + Duration::from_secs(life),
+                    account_id: None,
+                    role_arn: None,
+                }),
+                Some(Err(e)) => Err(e),
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    fn transport() -> UpstreamError {
+        UpstreamError::Transport {
+            service: "t",
+            message: "down".into(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refreshes_before_expiry_and_keeps_last_good_on_failure() {
+        let clock = TokioClock::new(at(0));
+        let src = Arc::new(Script {
+            clock: clock.clone(),
+            outcomes: Mutex::new(VecDeque::from([
+                Ok(3600),
+                Err(transport()),
+                Err(transport()),
+                Ok(3600),
+            ])),
+            calls: Mutex::new(0),
+        });
+        let (store, reader) = ProfileStore::new();
+        let (_tx, rx) = mpsc::channel(4);
+        let cancel = CancellationToken::new();
+        let shared: SharedClock = Arc::new(clock.clone());
+        let task = tokio::spawn(run(
+            src.clone(),
+            store,
+            shared,
+            Settings {
+                profile: "p".into(),
+                refresh_before: Duration::from_secs(1800),
+                refresh_token_file: None,
+            },
+            rx,
+            cancel.clone(),
+        ));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let s = reader.borrow().clone();
+        assert_eq!(s.state, State::Ready);
+        assert_eq!(s.refreshes, 1);
+        let first = s.served.clone().unwrap();
+        // Just before the scheduled refresh nothing more has happened.
+        tokio::time::sleep(Duration::from_secs(1700)).await;
+        assert_eq!(*src.calls.lock().unwrap(), 1);
+        // After it: one failure → retrying, still serving the first creds.
+        tokio::time::sleep(Duration::from_secs(100)).await;
+        let s = reader.borrow().clone();
+        assert!(
+            s.state == State::Retrying || s.state == State::Ready,
+            "{:?}",
+            s.state
+        );
+        // Backoff then success: new credentials, before the old expired.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let s = reader.borrow().clone();
+        assert_eq!(s.state, State::Ready);
+        assert_eq!(s.refreshes, 2);
+        assert_eq!(*src.calls.lock().unwrap(), 4);
+        assert_ne!(s.served.unwrap().key_suffix, first.key_suffix);
+        cancel.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn login_required_waits_for_a_wake() {
+        let clock = TokioClock::new(at(0));
+        let src = Arc::new(Script {
+            clock: clock.clone(),
+            outcomes: Mutex::new(VecDeque::from([
+                Err(UpstreamError::LoginRequired {
+                    service: "oidc",
+                    code: "invalid_grant".into(),
+                    message: "m".into(),
+                }),
+                Ok(3600),
+            ])),
+            calls: Mutex::new(0),
+        });
+        let (store, reader) = ProfileStore::new();
+        let (tx, rx) = mpsc::channel(4);
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(run(
+            src.clone(),
+            store,
+            Arc::new(clock.clone()),
+            Settings {
+                profile: "p".into(),
+                refresh_before: Duration::from_secs(1800),
+                refresh_token_file: None,
+            },
+            rx,
+            cancel.clone(),
+        ));
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        assert_eq!(reader.borrow().state, State::LoginRequired);
+        assert_eq!(
+            *src.calls.lock().unwrap(),
+            1,
+            "no hammering while login is required"
+        );
+        tx.send(Wake::Hangup).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(reader.borrow().state, State::Ready);
+        cancel.cancel();
+        task.await.unwrap();
+    }
+}

@@ -1,0 +1,109 @@
+//! Health and status routes.
+//!
+//! * `GET /healthz`: the process is alive (always 200).
+//! * `GET /readyz`: 200 only when **every** profile has valid credentials.
+//! * `GET /v1/status` (ECS token required): per-profile state, expiry, next
+//!   refresh and last error kind. Never a secret: the access key id appears
+//!   only as its last four characters.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::{SERVE_MARGIN, ServerState, ecs};
+use crate::creds::rfc3339;
+use crate::store::{ProfileEntry, State as RState};
+
+/// `GET /healthz`.
+pub async fn healthz() -> Response {
+    (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], "ok").into_response()
+}
+
+fn usable(p: &ProfileEntry, now: SystemTime) -> bool {
+    p.reader
+        .borrow()
+        .served
+        .as_ref()
+        .is_some_and(|s| s.usable_at(now, SERVE_MARGIN))
+}
+
+/// `GET /readyz`.
+pub async fn readyz(State(st): State<Arc<ServerState>>) -> Response {
+    let now = st.clock.now();
+    let all = st.registry.all();
+    let ready = !all.is_empty() && all.iter().all(|(_, p)| usable(p, now));
+    let (code, body) = if ready {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    };
+    (code, [(header::CONTENT_TYPE, "text/plain")], body).into_response()
+}
+
+/// The status document for one profile.
+pub fn profile_status(p: &ProfileEntry, now: SystemTime) -> Value {
+    let s = p.reader.borrow();
+    let valid = s
+        .served
+        .as_ref()
+        .is_some_and(|c| c.usable_at(now, SERVE_MARGIN));
+    let state = match s.state {
+        RState::LoginRequired => "login_required",
+        _ if s.served.is_some() && !valid => "expired",
+        other => other.as_str(),
+    };
+    let ts = |t: Option<SystemTime>| t.map(rfc3339);
+    json!({
+        "state": state,
+        "login": p.info.login_kind,
+        "flow": p.info.flow,
+        "role_name": p.info.role_name,
+        "region": p.info.region,
+        "refresh_token_file": p.info.refresh_token_file,
+        "expiration": ts(s.served.as_ref().map(|c| c.expiration)),
+        "access_key_id_suffix": s.served.as_ref().map(|c| c.key_suffix.clone()),
+        "last_refresh": ts(s.last_refresh),
+        "next_refresh": ts(s.next_refresh),
+        "refreshes": s.refreshes,
+        "failures": s.failures,
+        "last_error": s.last_error.as_ref().map(|e| json!({
+            "kind": e.kind,
+            "message": e.message,
+            "at": rfc3339(e.at),
+        })),
+    })
+}
+
+/// `GET /v1/status`.
+pub async fn status(State(st): State<Arc<ServerState>>, headers: HeaderMap) -> Response {
+    if !ecs::authorized(&st, &headers) {
+        return ecs::error(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "missing or invalid Authorization token",
+        );
+    }
+    let now = st.clock.now();
+    let profiles: serde_json::Map<String, Value> = st
+        .registry
+        .all()
+        .iter()
+        .map(|(name, p)| (name.clone(), profile_status(p, now)))
+        .collect();
+    let body = json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "now": rfc3339(now),
+        "imds_profile": st.imds_profile,
+        "profiles": profiles,
+    });
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::to_string_pretty(&body).unwrap_or_default(),
+    )
+        .into_response()
+}

@@ -1,0 +1,174 @@
+//! The HTTP side: one loopback listener serving the IMDS routes, the ECS
+//! container-credentials routes, and the health/status routes.
+//!
+//! Handlers only **read** the per-profile snapshots ([`crate::store`]); they
+//! never call upstream, so every answer comes from memory.
+//!
+//! Layer order (outermost first): request timeout → sensitive-header marking
+//! → trace span (method + path only) → body limit → [`guard::guard`]
+//! (loopback peer, `Host` allow-list, no proxies, no browsers) → routes.
+
+pub mod admin;
+pub mod ecs;
+pub mod guard;
+pub mod imds;
+pub mod tokens;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{HeaderName, Request, header};
+use axum::routing::{get, put};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::clock::SharedClock;
+use crate::secret::SecretString;
+use crate::store::Registry;
+
+/// Credentials with less than this left are not handed out: a key that
+/// expires while the caller's request is in flight is as bad as an expired one.
+pub const SERVE_MARGIN: Duration = Duration::from_secs(15);
+
+/// The IMDS token request header.
+pub const TTL_HEADER: HeaderName = HeaderName::from_static("x-aws-ec2-metadata-token-ttl-seconds");
+/// The IMDS session token header.
+pub const TOKEN_HEADER: HeaderName = HeaderName::from_static("x-aws-ec2-metadata-token");
+
+/// What every handler can read.
+#[derive(Debug)]
+pub struct ServerState {
+    /// Profiles, looked up per request.
+    pub registry: Registry,
+    /// The profile IMDS and `/v1/credentials` serve.
+    pub imds_profile: String,
+    /// Accept token-less IMDS GETs.
+    pub imds_v1: bool,
+    /// The ECS `Authorization` token.
+    pub ecs_token: SecretString,
+    /// IMDSv2 session tokens.
+    pub tokens: tokens::TokenTable,
+    /// Accepted `Host` values, lower-case.
+    pub hosts: Vec<String>,
+    /// Wall clock.
+    pub clock: SharedClock,
+}
+
+impl ServerState {
+    /// Accepted `Host` values for a listener on `addr`: the three loopback
+    /// spellings (and the bound IP) with the port, plus `extra` entries.
+    pub fn host_allow_list(addr: SocketAddr, extra: &[String]) -> Vec<String> {
+        let port = addr.port();
+        let mut hosts = vec![
+            format!("127.0.0.1:{port}"),
+            format!("localhost:{port}"),
+            format!("[::1]:{port}"),
+        ];
+        let own = match addr {
+            SocketAddr::V4(a) => format!("{}:{port}", a.ip()),
+            SocketAddr::V6(a) => format!("[{}]:{port}", a.ip()),
+        };
+        if !hosts.contains(&own) {
+            hosts.push(own);
+        }
+        if port == 80 {
+            hosts.extend(["127.0.0.1".into(), "localhost".into(), "[::1]".into()]);
+        }
+        hosts.extend(extra.iter().map(|h| h.to_ascii_lowercase()));
+        hosts
+    }
+}
+
+/// The whole router. `imds = false` leaves the IMDS routes out (404).
+pub fn router(state: Arc<ServerState>, imds: bool) -> Router {
+    let mut r = Router::new()
+        .route("/healthz", get(admin::healthz))
+        .route("/readyz", get(admin::readyz))
+        .route("/v1/status", get(admin::status))
+        .route("/v1/credentials", get(ecs::credentials_default))
+        .route("/v1/credentials/", get(ecs::credentials_default))
+        .route("/v1/credentials/{profile}", get(ecs::credentials))
+        .route("/v1/credentials/{profile}/", get(ecs::credentials));
+    if imds {
+        r = r
+            .route("/latest/api/token", put(imds::token))
+            .route("/{version}/api/token", put(imds::versioned_token))
+            .route("/latest/meta-data", get(imds::meta_root))
+            .route("/latest/meta-data/", get(imds::meta_root))
+            .route("/latest/meta-data/iam", get(imds::iam_root))
+            .route("/latest/meta-data/iam/", get(imds::iam_root))
+            .route(
+                "/latest/meta-data/iam/security-credentials",
+                get(imds::role_list),
+            )
+            .route(
+                "/latest/meta-data/iam/security-credentials/",
+                get(imds::role_list),
+            )
+            .route(
+                "/latest/meta-data/iam/security-credentials/{role}",
+                get(imds::role_creds),
+            )
+            .route(
+                "/latest/meta-data/iam/security-credentials/{role}/",
+                get(imds::role_creds),
+            )
+            .route(
+                "/latest/meta-data/iam/security-credentials-extended",
+                get(imds::role_list),
+            )
+            .route(
+                "/latest/meta-data/iam/security-credentials-extended/",
+                get(imds::role_list),
+            )
+            .route(
+                "/latest/meta-data/iam/security-credentials-extended/{role}",
+                get(imds::role_creds_extended),
+            )
+            .route(
+                "/latest/meta-data/iam/security-credentials-extended/{role}/",
+                get(imds::role_creds_extended),
+            )
+            .route("/latest/meta-data/placement/region", get(imds::region))
+            .route("/latest/meta-data/placement/region/", get(imds::region));
+    }
+    r.fallback(|| async { (axum::http::StatusCode::NOT_FOUND, "not found") })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), guard::guard))
+        .layer(RequestBodyLimitLayer::new(1024))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request<_>| {
+                    tracing::debug_span!("request", method = %req.method(), path = %req.uri().path())
+                })
+                .on_failure(()),
+        )
+        .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, TOKEN_HEADER]))
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(10),
+        ))
+        .with_state(state)
+}
+
+/// Serve `router` on `listener` until `shutdown` resolves; in-flight requests
+/// finish first.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,650 @@
+//! Router tests without sockets: every route with and without the trailing
+//! slash, wrong methods, the guards, IMDS tokens and ECS authorization.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::body::Body;
+use axum::extract::connect_info::MockConnectInfo;
+use axum::http::{Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+use super::*;
+use crate::clock::TestClock;
+use crate::creds::{AwsCredentials, Served};
+use crate::secret::secret;
+use crate::store::{ProfileEntry, ProfileInfo, ProfileStore, State};
+
+const ECS: &str = "ecs-token-value";
+const PORT: u16 = 9911;
+
+struct Fixture {
+    app: Router,
+    clock: TestClock,
+    store: ProfileStore,
+    state: Arc<ServerState>,
+}
+
+fn creds(exp: SystemTime) -> AwsCredentials {
+    AwsCredentials {
+        access_key_id: "ASIATESTKEY00001234".into(),
+        secret_access_key: secret("the-secret-key"),
+        session_token: secret("the-session-token"),
+        expiration: exp,
+        account_id: Some("123456789012".into()),
+        role_arn: None,
+    }
+}
+
+fn fixture_with(imds_v1: bool, peer: SocketAddr) -> Fixture {
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let clock = TestClock::new(now);
+    let registry = Registry::default();
+    let (store, reader) = ProfileStore::new();
+    store.update(|s| {
+        s.served = Some(Arc::new(Served::render(
+            &creds(now + Duration::from_secs(3600)),
+            now,
+        )));
+        s.state = State::Ready;
+    });
+    registry.insert(
+        "default".into(),
+        ProfileEntry {
+            info: Arc::new(ProfileInfo {
+                role_name: "credbroker".into(),
+                region: "eu-west-1".into(),
+                login_kind: "oidc",
+                flow: "sts",
+                refresh_token_file: Some("/state/rt".into()),
+            }),
+            reader,
+        },
+    );
+    let state = Arc::new(ServerState {
+        registry,
+        imds_profile: "default".into(),
+        imds_v1,
+        ecs_token: secret(ECS),
+        tokens: Default::default(),
+        hosts: ServerState::host_allow_list(
+            SocketAddr::from(([127, 0, 0, 1], PORT)),
+            &["imds.local:80".into()],
+        ),
+        clock: Arc::new(clock.clone()),
+    });
+    let app = router(state.clone(), true).layer(MockConnectInfo(peer));
+    Fixture {
+        app,
+        clock,
+        store,
+        state,
+    }
+}
+
+fn fixture() -> Fixture {
+    fixture_with(false, SocketAddr::from(([127, 0, 0, 1], 40000)))
+}
+
+fn req(method: Method, path: &str) -> axum::http::request::Builder {
+    Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", format!("127.0.0.1:{PORT}"))
+}
+
+async fn send(app: &Router, r: Request<Body>) -> (StatusCode, axum::http::HeaderMap, String) {
+    let resp = app.clone().oneshot(r).await.unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, String::from_utf8_lossy(&body).into_owned())
+}
+
+async fn token(app: &Router) -> String {
+    let (s, h, body) = send(
+        app,
+        req(Method::PUT, "/latest/api/token")
+            .header(TTL_HEADER, "21600")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(h.get(TTL_HEADER).unwrap(), "21600");
+    body
+}
+
+#[tokio::test]
+async fn every_imds_route_with_and_without_trailing_slash() {
+    let f = fixture();
+    let tok = token(&f.app).await;
+    let cases: &[(&str, StatusCode, Option<&str>)] = &[
+        (
+            "/latest/meta-data/iam/security-credentials/",
+            StatusCode::OK,
+            Some("credbroker"),
+        ),
+        (
+            "/latest/meta-data/iam/security-credentials",
+            StatusCode::OK,
+            Some("credbroker"),
+        ),
+        (
+            "/latest/meta-data/iam/security-credentials-extended/",
+            StatusCode::OK,
+            Some("credbroker"),
+        ),
+        (
+            "/latest/meta-data/iam/security-credentials-extended",
+            StatusCode::OK,
+            Some("credbroker"),
+        ),
+        (
+            "/latest/meta-data/iam/security-credentials/credbroker",
+            StatusCode::OK,
+            None,
+        ),
+        (
+            "/latest/meta-data/iam/security-credentials/credbroker/",
+            StatusCode::OK,
+            None,
+        ),
+        (
+            "/latest/meta-data/iam/security-credentials-extended/credbroker",
+            StatusCode::OK,
+            None,
+        ),
+        (
+            "/latest/meta-data/iam/security-credentials-extended/credbroker/",
+            StatusCode::OK,
+            None,
+        ),
+        (
+            "/latest/meta-data/iam/security-credentials/other-role",
+            StatusCode::NOT_FOUND,
+            None,
+        ),
+        (
+            "/latest/meta-data/iam/security-credentials/credbroker%0A",
+            StatusCode::NOT_FOUND,
+            None,
+        ),
+        (
+            "/latest/meta-data/placement/region",
+            StatusCode::OK,
+            Some("eu-west-1"),
+        ),
+        (
+            "/latest/meta-data/placement/region/",
+            StatusCode::OK,
+            Some("eu-west-1"),
+        ),
+        (
+            "/latest/meta-data/",
+            StatusCode::OK,
+            Some("iam/\nplacement/"),
+        ),
+        (
+            "/latest/meta-data/iam/",
+            StatusCode::OK,
+            Some("security-credentials/\nsecurity-credentials-extended/"),
+        ),
+        ("/latest/meta-data/instance-id", StatusCode::NOT_FOUND, None),
+        ("/latest/user-data", StatusCode::NOT_FOUND, None),
+        ("/", StatusCode::NOT_FOUND, None),
+    ];
+    for (path, want, body) in cases {
+        let (s, h, b) = send(
+            &f.app,
+            req(Method::GET, path)
+                .header(TOKEN_HEADER, &tok)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(s, *want, "{path}");
+        if let Some(body) = body {
+            assert_eq!(b, *body, "{path}");
+        }
+        if s == StatusCode::OK {
+            assert_eq!(h.get("content-type").unwrap(), "text/plain", "{path}");
+        }
+        assert!(
+            h.keys().all(|k| !k.as_str().starts_with("access-control")),
+            "{path}"
+        );
+    }
+    let (_, _, b) = send(
+        &f.app,
+        req(
+            Method::GET,
+            "/latest/meta-data/iam/security-credentials/credbroker",
+        )
+        .header(TOKEN_HEADER, &tok)
+        .body(Body::empty())
+        .unwrap(),
+    )
+    .await;
+    let v: serde_json::Value = serde_json::from_str(&b).unwrap();
+    assert_eq!(v["Code"], "Success");
+    assert_eq!(v["AccessKeyId"], "ASIATESTKEY00001234");
+    assert!(v["Expiration"].as_str().unwrap().ends_with('Z'));
+    assert!(v.get("AccountId").is_none());
+    let (_, _, b) = send(
+        &f.app,
+        req(
+            Method::GET,
+            "/latest/meta-data/iam/security-credentials-extended/credbroker",
+        )
+        .header(TOKEN_HEADER, &tok)
+        .body(Body::empty())
+        .unwrap(),
+    )
+    .await;
+    let v: serde_json::Value = serde_json::from_str(&b).unwrap();
+    assert_eq!(v["AccountId"], "123456789012");
+}
+
+#[tokio::test]
+async fn wrong_methods_are_405_without_cors() {
+    let f = fixture();
+    let cases: &[(Method, &str)] = &[
+        (Method::GET, "/latest/api/token"),
+        (Method::POST, "/latest/api/token"),
+        (Method::OPTIONS, "/latest/api/token"),
+        (Method::PUT, "/latest/meta-data/iam/security-credentials/"),
+        (
+            Method::POST,
+            "/latest/meta-data/iam/security-credentials/credbroker",
+        ),
+        (Method::DELETE, "/v1/credentials/default"),
+        (Method::OPTIONS, "/v1/credentials"),
+        (Method::POST, "/v1/status"),
+        (Method::PUT, "/healthz"),
+    ];
+    for (m, path) in cases {
+        let (s, h, _) = send(
+            &f.app,
+            req(m.clone(), path)
+                .header("authorization", ECS)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED, "{m} {path}");
+        assert!(
+            h.keys().all(|k| !k.as_str().starts_with("access-control")),
+            "{m} {path}"
+        );
+    }
+    // HEAD works wherever GET does, with no body.
+    let (s, _, b) = send(
+        &f.app,
+        req(Method::HEAD, "/healthz").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!((s, b.as_str()), (StatusCode::OK, ""));
+}
+
+#[tokio::test]
+async fn token_ttl_is_validated() {
+    let f = fixture();
+    for ttl in ["0", "21601", "-1", "abc", "", "1.5"] {
+        let (s, _, _) = send(
+            &f.app,
+            req(Method::PUT, "/latest/api/token")
+                .header(TTL_HEADER, ttl)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "ttl {ttl:?}");
+    }
+    let (s, _, _) = send(
+        &f.app,
+        req(Method::PUT, "/latest/api/token")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    for ttl in ["1", "21600"] {
+        let (s, h, _) = send(
+            &f.app,
+            req(Method::PUT, "/latest/api/token")
+                .header(TTL_HEADER, ttl)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(h.get(TTL_HEADER).unwrap(), ttl);
+    }
+    let (s, _, _) = send(
+        &f.app,
+        req(Method::PUT, "/2021-03-23/api/token")
+            .header(TTL_HEADER, "60")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert!(!f.state.tokens.is_empty());
+}
+
+#[tokio::test]
+async fn imds_gets_need_a_valid_unexpired_token() {
+    let f = fixture();
+    let path = "/latest/meta-data/iam/security-credentials/credbroker";
+    let (s, _, _) = send(&f.app, req(Method::GET, path).body(Body::empty()).unwrap()).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "v2-only: token-less GET");
+    let (s, _, b) = send(
+        &f.app,
+        req(Method::GET, path)
+            .header(TOKEN_HEADER, "forged")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert!(!b.contains("ASIA"));
+    let (_, _, short) = send(
+        &f.app,
+        req(Method::PUT, "/latest/api/token")
+            .header(TTL_HEADER, "5")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    let (s, _, _) = send(
+        &f.app,
+        req(Method::GET, path)
+            .header(TOKEN_HEADER, &short)
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    f.clock.advance(Duration::from_secs(6));
+    let (s, _, _) = send(
+        &f.app,
+        req(Method::GET, path)
+            .header(TOKEN_HEADER, &short)
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "expired token");
+}
+
+#[tokio::test]
+async fn imds_v1_allows_tokenless_but_not_forged() {
+    let f = fixture_with(true, SocketAddr::from(([127, 0, 0, 1], 1)));
+    let path = "/latest/meta-data/iam/security-credentials/credbroker";
+    let (s, _, _) = send(&f.app, req(Method::GET, path).body(Body::empty()).unwrap()).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _, _) = send(
+        &f.app,
+        req(Method::GET, path)
+            .header(TOKEN_HEADER, "forged")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn ecs_needs_the_exact_token() {
+    let f = fixture();
+    for path in [
+        "/v1/credentials",
+        "/v1/credentials/",
+        "/v1/credentials/default",
+        "/v1/credentials/default/",
+    ] {
+        let (s, h, b) = send(
+            &f.app,
+            req(Method::GET, path)
+                .header("authorization", ECS)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{path}");
+        assert_eq!(h.get("content-type").unwrap(), "application/json");
+        let v: serde_json::Value = serde_json::from_str(&b).unwrap();
+        assert_eq!(v["Token"], "the-session-token");
+        assert_eq!(v["AccountId"], "123456789012");
+    }
+    let bad = [
+        "",
+        "Bearer ecs-token-value",
+        "ECS-TOKEN-VALUE",
+        "ecs-token-value\n",
+        "ecs-token-valu",
+        "ecs-token-value ",
+    ];
+    for t in bad {
+        let mut r = req(Method::GET, "/v1/credentials/default");
+        if let Ok(v) = axum::http::HeaderValue::from_bytes(t.as_bytes()) {
+            r = r.header("authorization", v);
+        }
+        let (s, h, b) = send(&f.app, r.body(Body::empty()).unwrap()).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{t:?}");
+        assert_eq!(h.get("content-type").unwrap(), "application/json");
+        let v: serde_json::Value = serde_json::from_str(&b).unwrap();
+        assert_eq!(v["code"], "Unauthorized");
+        assert!(!b.contains("ASIA") && !b.contains("secret"));
+    }
+    let (s, _, _) = send(
+        &f.app,
+        req(Method::GET, "/v1/credentials/default")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    // Unknown profile: only after authorization.
+    let (s, _, _) = send(
+        &f.app,
+        req(Method::GET, "/v1/credentials/nope")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _, b) = send(
+        &f.app,
+        req(Method::GET, "/v1/credentials/nope")
+            .header("authorization", ECS)
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{b}");
+}
+
+#[tokio::test]
+async fn expired_credentials_are_never_served() {
+    let f = fixture();
+    let tok = token(&f.app).await;
+    let exp = f.store.current().served.unwrap().expiration;
+    f.clock.set(exp - SERVE_MARGIN);
+    let (s, _, b) = send(
+        &f.app,
+        req(
+            Method::GET,
+            "/latest/meta-data/iam/security-credentials/credbroker",
+        )
+        .header(TOKEN_HEADER, &tok)
+        .body(Body::empty())
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(!b.contains("ASIA"));
+    let (s, _, b) = send(
+        &f.app,
+        req(Method::GET, "/v1/credentials/default")
+            .header("authorization", ECS)
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(b.contains("CredentialsUnavailable") && !b.contains("ASIA"));
+    let (s, _, _) = send(
+        &f.app,
+        req(Method::GET, "/readyz").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    let (_, _, b) = send(
+        &f.app,
+        req(Method::GET, "/v1/status")
+            .header("authorization", ECS)
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    let v: serde_json::Value = serde_json::from_str(&b).unwrap();
+    assert_eq!(v["profiles"]["default"]["state"], "expired");
+}
+
+#[tokio::test]
+async fn health_ready_and_status() {
+    let f = fixture();
+    let (s, _, _) = send(
+        &f.app,
+        req(Method::GET, "/healthz").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _, _) = send(
+        &f.app,
+        req(Method::GET, "/readyz").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _, _) = send(
+        &f.app,
+        req(Method::GET, "/v1/status").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _, b) = send(
+        &f.app,
+        req(Method::GET, "/v1/status")
+            .header("authorization", ECS)
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let v: serde_json::Value = serde_json::from_str(&b).unwrap();
+    let p = &v["profiles"]["default"];
+    assert_eq!(p["state"], "ready");
+    assert_eq!(p["access_key_id_suffix"], "1234");
+    for secret in ["the-secret-key", "the-session-token", "ASIATESTKEY", ECS] {
+        assert!(!b.contains(secret), "status leaks {secret}");
+    }
+}
+
+#[tokio::test]
+async fn guards_refuse_rebinding_proxies_browsers_and_remote_peers() {
+    let f = fixture();
+    let path = "/v1/credentials/default";
+    let ok = |r: axum::http::request::Builder| {
+        r.header("authorization", ECS).body(Body::empty()).unwrap()
+    };
+    for host in [
+        "127.0.0.1:9911",
+        "localhost:9911",
+        "LOCALHOST:9911",
+        "[::1]:9911",
+        "imds.local:80",
+    ] {
+        let r = Request::builder().uri(path).header("host", host);
+        assert_eq!(send(&f.app, ok(r)).await.0, StatusCode::OK, "{host}");
+    }
+    for host in [
+        "evil.example:9911",
+        "127.0.0.1:80",
+        "127.0.0.1",
+        "localhost",
+        "127.0.0.1:9911.evil",
+        "",
+    ] {
+        let r = Request::builder().uri(path).header("host", host);
+        assert_eq!(
+            send(&f.app, ok(r)).await.0,
+            StatusCode::FORBIDDEN,
+            "{host:?}"
+        );
+    }
+    let r = Request::builder().uri(path);
+    assert_eq!(
+        send(&f.app, ok(r)).await.0,
+        StatusCode::FORBIDDEN,
+        "missing host"
+    );
+    let r = Request::builder()
+        .uri("http://evil.example:9911/v1/credentials/default")
+        .header("host", "127.0.0.1:9911");
+    assert_eq!(
+        send(&f.app, ok(r)).await.0,
+        StatusCode::FORBIDDEN,
+        "absolute-form target"
+    );
+    for (k, v) in [
+        ("x-forwarded-for", "10.0.0.1"),
+        ("forwarded", "for=10.0.0.1"),
+        ("origin", "http://evil.example"),
+        ("sec-fetch-site", "cross-site"),
+        ("sec-fetch-mode", "no-cors"),
+        ("user-agent", "Mozilla/5.0 (X11; Linux x86_64)"),
+    ] {
+        assert_eq!(
+            send(&f.app, ok(req(Method::GET, path).header(k, v)))
+                .await
+                .0,
+            StatusCode::FORBIDDEN,
+            "{k}"
+        );
+        let r = req(Method::PUT, "/latest/api/token")
+            .header(TTL_HEADER, "60")
+            .header(k, v)
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(
+            send(&f.app, r).await.0,
+            StatusCode::FORBIDDEN,
+            "PUT with {k}"
+        );
+    }
+    let remote = fixture_with(false, SocketAddr::from(([192, 0, 2, 7], 5555)));
+    assert_eq!(
+        send(&remote.app, ok(req(Method::GET, path))).await.0,
+        StatusCode::FORBIDDEN
+    );
+    let mapped = fixture_with(false, "[::ffff:127.0.0.1]:5555".parse().unwrap());
+    assert_eq!(
+        send(&mapped.app, ok(req(Method::GET, path))).await.0,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn oversize_bodies_are_refused() {
+    let f = fixture();
+    let r = req(Method::PUT, "/latest/api/token")
+        .header(TTL_HEADER, "60")
+        .header("content-length", "4096")
+        .body(Body::from(vec![b'x'; 4096]))
+        .unwrap();
+    assert_eq!(send(&f.app, r).await.0, StatusCode::PAYLOAD_TOO_LARGE);
+}

@@ -1,0 +1,144 @@
+//! AWS SDK plumbing shared by the Cognito, user-pool and STS layers: the
+//! `SdkConfig` (explicit region, **no credentials** — every call we make is
+//! unsigned, and the default chain could end up asking this very daemon) and
+//! the mapping from SDK errors to [`UpstreamError`].
+//!
+//! Endpoints: `AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_<SERVICE>` and the shared
+//! config file are honoured by the SDK loader itself; a profile's
+//! `endpoint_url` overrides them for every service of that profile.
+
+use std::time::{Duration, SystemTime};
+
+use aws_config::BehaviorVersion;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_sdk_sts::config::Region;
+use aws_sdk_sts::error::{ProvideErrorMetadata, SdkError};
+
+use super::{UpstreamError, short};
+use crate::config::ProfileConfig;
+
+/// Build the unsigned SDK configuration for a profile.
+pub async fn sdk_config(profile: &ProfileConfig) -> aws_config::SdkConfig {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(profile.region.clone()))
+        .no_credentials()
+        // The refresher has its own backoff; keep each attempt short so a
+        // black-holed endpoint cannot stall a refresh for minutes.
+        .retry_config(RetryConfig::standard().with_max_attempts(2))
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .read_timeout(Duration::from_secs(15))
+                .operation_attempt_timeout(Duration::from_secs(20))
+                .operation_timeout(Duration::from_secs(45))
+                .build(),
+        );
+    if let Some(url) = &profile.endpoint_url {
+        loader = loader.endpoint_url(url.as_str().trim_end_matches('/'));
+    }
+    loader.load().await
+}
+
+/// Convert an SDK timestamp.
+pub fn to_system_time(dt: &aws_smithy_types::DateTime) -> Option<SystemTime> {
+    SystemTime::try_from(*dt).ok()
+}
+
+/// Classify an SDK error by the reaction it needs. Only error codes, HTTP
+/// statuses and AWS's own (truncated) messages are kept: no request data.
+pub fn classify<E, R>(service: &'static str, err: SdkError<E, R>) -> UpstreamError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+{
+    match &err {
+        SdkError::ConstructionFailure(_) => UpstreamError::Local {
+            message: format!("{service}: could not build the request"),
+        },
+        SdkError::TimeoutError(_) => UpstreamError::Transport {
+            service,
+            message: "timed out".into(),
+        },
+        SdkError::DispatchFailure(d) => UpstreamError::Transport {
+            service,
+            message: if d.is_timeout() {
+                "timed out".into()
+            } else if d.is_io() {
+                "connection failed".into()
+            } else {
+                "request could not be sent".into()
+            },
+        },
+        SdkError::ResponseError(_) => UpstreamError::BadResponse {
+            service,
+            message: "unparsable response".into(),
+        },
+        SdkError::ServiceError(se) => {
+            let code = se.err().code().unwrap_or("Unknown").to_owned();
+            let message = short(se.err().message().unwrap_or(""));
+            classify_code(service, code, message)
+        }
+        _ => UpstreamError::Transport {
+            service,
+            message: "request failed".into(),
+        },
+    }
+}
+
+fn classify_code(service: &'static str, code: String, message: String) -> UpstreamError {
+    match code.as_str() {
+        "ThrottlingException"
+        | "Throttling"
+        | "TooManyRequestsException"
+        | "LimitExceededException"
+        | "RequestLimitExceeded"
+        | "PriorRequestNotComplete"
+        | "SlowDown" => UpstreamError::Throttled { service, code },
+        "ResourceNotFoundException" => UpstreamError::NotFound {
+            service,
+            code,
+            message,
+        },
+        "InternalErrorException"
+        | "InternalFailure"
+        | "InternalError"
+        | "ServiceUnavailable"
+        | "ServiceUnavailableException"
+        | "IDPCommunicationError"
+        | "Unknown"
+        | "Unhandled" => UpstreamError::Transport {
+            service,
+            message: format!("{code}: {message}"),
+        },
+        _ => UpstreamError::Rejected {
+            service,
+            code,
+            message,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_map_to_reactions() {
+        let c = |code: &str| classify_code("x", code.into(), String::new());
+        assert!(matches!(
+            c("TooManyRequestsException"),
+            UpstreamError::Throttled { .. }
+        ));
+        assert!(matches!(
+            c("ResourceNotFoundException"),
+            UpstreamError::NotFound { .. }
+        ));
+        assert!(matches!(
+            c("InternalErrorException"),
+            UpstreamError::Transport { .. }
+        ));
+        assert!(c("NotAuthorizedException").is_token_rejected());
+        assert!(matches!(c("AccessDenied"), UpstreamError::Rejected { .. }));
+    }
+}

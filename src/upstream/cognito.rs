@@ -1,0 +1,213 @@
+//! Amazon Cognito Identity pools (unsigned calls):
+//!
+//! * enhanced flow (`aws.flow = "cognito"`): `GetId` + `GetCredentialsForIdentity`
+//!   with the `Logins` map and optional `CustomRoleArn`;
+//! * basic flow (`aws.flow = "cognito-basic"`): `GetId` + `GetOpenIdToken` +
+//!   STS `AssumeRoleWithWebIdentity` (role, session name, duration, policy).
+//!
+//! The identity id is cached on disk (0600) and reused across restarts, as the
+//! AWS SDK providers do; when Cognito says it is gone (or no longer matches
+//! the logins), the cache is cleared and `GetId` is called once more.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use tokio::sync::Mutex;
+
+use crate::config::{AwsConfig, AwsFlow};
+use crate::creds::AwsCredentials;
+use crate::fsutil;
+use crate::secret::{ExposeSecret, secret};
+
+use super::aws::{classify, to_system_time};
+use super::sts::StsExchange;
+use super::{IdToken, UpstreamError};
+
+/// A Cognito identity pool exchange.
+pub struct CognitoExchange {
+    client: aws_sdk_cognitoidentity::Client,
+    /// Present for the basic flow.
+    sts: Option<StsExchange>,
+    cfg: AwsConfig,
+    /// Cached identity id (mirrors the file).
+    identity: Mutex<Option<String>>,
+}
+
+fn plausible_identity_id(s: &str) -> bool {
+    let Some((region, id)) = s.split_once(':') else {
+        return false;
+    };
+    !region.is_empty()
+        && !id.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b':')
+}
+
+impl CognitoExchange {
+    /// Clients for this profile.
+    pub fn new(cfg: &AwsConfig, sdk: &aws_config::SdkConfig) -> Self {
+        CognitoExchange {
+            client: aws_sdk_cognitoidentity::Client::new(sdk),
+            sts: (cfg.flow == AwsFlow::CognitoBasic).then(|| StsExchange::new(cfg, sdk)),
+            cfg: cfg.clone(),
+            identity: Mutex::new(None),
+        }
+    }
+
+    fn id_file(&self) -> &PathBuf {
+        &self.cfg.identity_id_file
+    }
+
+    fn logins(&self, token: Option<&IdToken>) -> Option<HashMap<String, String>> {
+        let t = token?;
+        let key = self.cfg.login_provider.clone()?;
+        Some(HashMap::from([(key, t.token.expose_secret().to_owned())]))
+    }
+
+    /// The identity id: memory, else the cache file, else `GetId`.
+    async fn identity_id(
+        &self,
+        cached: &mut Option<String>,
+        logins: &Option<HashMap<String, String>>,
+    ) -> Result<String, UpstreamError> {
+        if let Some(id) = cached.as_ref() {
+            return Ok(id.clone());
+        }
+        match std::fs::read_to_string(self.id_file()) {
+            Ok(s) if plausible_identity_id(s.trim()) => {
+                let id = s.trim().to_owned();
+                *cached = Some(id.clone());
+                return Ok(id);
+            }
+            Ok(_) => tracing::warn!(
+                path = %self.id_file().display(),
+                "ignoring a corrupt identity-id cache file; calling GetId"
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(path = %self.id_file().display(), error = %e, "cannot read the identity-id cache")
+            }
+        }
+        let pool = self.cfg.identity_pool_id.clone().unwrap_or_default();
+        let out = self
+            .client
+            .get_id()
+            .identity_pool_id(pool)
+            .set_account_id(self.cfg.account_id.clone())
+            .set_logins(logins.clone())
+            .send()
+            .await
+            .map_err(|e| classify("cognito-identity", e))?;
+        let id = out
+            .identity_id()
+            .filter(|s| plausible_identity_id(s))
+            .ok_or_else(|| UpstreamError::BadResponse {
+                service: "cognito-identity",
+                message: "GetId returned no usable IdentityId".into(),
+            })?
+            .to_owned();
+        if let Err(e) = fsutil::write_atomic_private(self.id_file(), id.as_bytes()) {
+            // Not fatal: the id is only a cache; it costs one GetId next start.
+            tracing::warn!(path = %self.id_file().display(), error = %e, "cannot cache the identity id");
+        }
+        tracing::info!(identity_id = %id, "obtained a Cognito identity id");
+        *cached = Some(id.clone());
+        Ok(id)
+    }
+
+    fn forget(&self, cached: &mut Option<String>) {
+        *cached = None;
+        let _ = std::fs::remove_file(self.id_file());
+    }
+
+    /// Exchange an id_token (or nothing, for guests) for AWS credentials.
+    pub async fn exchange(&self, token: Option<&IdToken>) -> Result<AwsCredentials, UpstreamError> {
+        let logins = self.logins(token);
+        let mut cached = self.identity.lock().await;
+        let id = self.identity_id(&mut cached, &logins).await?;
+        match self.with_identity(&id, &logins).await {
+            Err(e @ (UpstreamError::NotFound { .. } | UpstreamError::Rejected { .. })) => {
+                // The identity was deleted, or belongs to another login (the
+                // refresh token changed hands): start over with GetId once.
+                tracing::info!(error = %e, "Cognito refused the cached identity id; calling GetId again");
+                self.forget(&mut cached);
+                let id = self.identity_id(&mut cached, &logins).await?;
+                self.with_identity(&id, &logins).await
+            }
+            r => r,
+        }
+    }
+
+    async fn with_identity(
+        &self,
+        id: &str,
+        logins: &Option<HashMap<String, String>>,
+    ) -> Result<AwsCredentials, UpstreamError> {
+        match &self.sts {
+            None => self.enhanced(id, logins).await,
+            Some(sts) => {
+                let out = self
+                    .client
+                    .get_open_id_token()
+                    .identity_id(id)
+                    .set_logins(logins.clone())
+                    .send()
+                    .await
+                    .map_err(|e| classify("cognito-identity", e))?;
+                let token = out.token().ok_or_else(|| UpstreamError::BadResponse {
+                    service: "cognito-identity",
+                    message: "GetOpenIdToken returned no Token".into(),
+                })?;
+                sts.assume(&secret(token)).await
+            }
+        }
+    }
+
+    async fn enhanced(
+        &self,
+        id: &str,
+        logins: &Option<HashMap<String, String>>,
+    ) -> Result<AwsCredentials, UpstreamError> {
+        let out = self
+            .client
+            .get_credentials_for_identity()
+            .identity_id(id)
+            .set_logins(logins.clone())
+            .set_custom_role_arn(self.cfg.role_arn.clone())
+            .send()
+            .await
+            .map_err(|e| classify("cognito-identity", e))?;
+        let bad = |m: &str| UpstreamError::BadResponse {
+            service: "cognito-identity",
+            message: m.into(),
+        };
+        let c = out.credentials().ok_or_else(|| bad("no Credentials"))?;
+        Ok(AwsCredentials {
+            access_key_id: c.access_key_id().unwrap_or_default().to_owned(),
+            secret_access_key: secret(c.secret_key().unwrap_or_default()),
+            session_token: secret(c.session_token().unwrap_or_default()),
+            expiration: c
+                .expiration()
+                .and_then(to_system_time)
+                .ok_or_else(|| bad("no Expiration"))?,
+            account_id: self.cfg.configured_account_id(),
+            role_arn: self.cfg.role_arn.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_ids_are_checked() {
+        assert!(plausible_identity_id(
+            "us-east-1:0c0abc64-1234-4321-aaaa-0123456789ab"
+        ));
+        assert!(!plausible_identity_id("garbage"));
+        assert!(!plausible_identity_id("us-east-1:\u{0}"));
+        assert!(!plausible_identity_id(":x"));
+    }
+}

@@ -1,0 +1,334 @@
+//! The one seam to the outside world. A profile's upstream is a [`Chain`] of
+//! two layers:
+//!
+//! 1. **login** ([`Login`]): turns the refresh token into an OIDC `id_token`
+//!    (OAuth2 refresh grant, or Cognito user pool `REFRESH_TOKEN_AUTH`), or
+//!    nothing for guest identities. The id_token is reused while it has
+//!    comfortably more life left than an exchange needs.
+//! 2. **exchange** ([`Exchange`]): turns the id_token into AWS credentials
+//!    (Cognito Identity enhanced/basic flow, or STS web identity).
+//!
+//! Only the refresher calls this module (through [`CredentialSource`]); the
+//! server never does. Errors are classified by the reaction they cause
+//! ([`UpstreamError::is_login_required`]) and never carry secret values.
+
+pub mod aws;
+pub mod cognito;
+pub mod oidc;
+pub mod sts;
+pub mod userpool;
+
+use std::future::Future;
+use std::time::{Duration, SystemTime};
+
+use crate::clock::SharedClock;
+use crate::config::{LoginConfig, ProfileConfig};
+use crate::creds::AwsCredentials;
+use crate::secret::SecretString;
+
+/// Reuse a cached id_token only while it has at least this much life left:
+/// far more than an exchange takes, with room for clock skew against AWS.
+pub const ID_TOKEN_MIN_TTL: Duration = Duration::from_secs(5 * 60);
+
+/// Why an upstream attempt failed. Each variant's doc names the refresher's
+/// reaction.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum UpstreamError {
+    /// Network failure, timeout or 5xx. Reaction: retry with backoff, keep
+    /// serving the last good credentials.
+    #[error("{service}: {message}")]
+    Transport {
+        /// Which upstream.
+        service: &'static str,
+        /// Secret-free description.
+        message: String,
+    },
+    /// Rate limited. Reaction: retry with backoff.
+    #[error("{service}: throttled ({code})")]
+    Throttled {
+        /// Which upstream.
+        service: &'static str,
+        /// Error code.
+        code: String,
+    },
+    /// The IdP refuses the refresh token (revoked, expired, reused) or the
+    /// client: a human must log in again. Reaction: stop calling the IdP until
+    /// the refresh-token file changes or SIGHUP.
+    #[error("{service}: {code}: {message}")]
+    LoginRequired {
+        /// Which upstream.
+        service: &'static str,
+        /// Error code (`invalid_grant`, `NotAuthorizedException`, ...).
+        code: String,
+        /// Secret-free description including what to do.
+        message: String,
+    },
+    /// AWS refused the exchange (token not accepted, access denied, bad
+    /// parameter). Reaction: one retry with a fresh id_token, then backoff.
+    #[error("{service}: {code}: {message}")]
+    Rejected {
+        /// Which upstream.
+        service: &'static str,
+        /// AWS error code.
+        code: String,
+        /// AWS message (truncated).
+        message: String,
+    },
+    /// A Cognito identity no longer exists. Reaction: forget the cached
+    /// identity id and call GetId again (inside the exchange).
+    #[error("{service}: {code}: {message}")]
+    NotFound {
+        /// Which upstream.
+        service: &'static str,
+        /// AWS error code.
+        code: String,
+        /// AWS message (truncated).
+        message: String,
+    },
+    /// A response we could not use. Reaction: retry with backoff.
+    #[error("{service}: unexpected response: {message}")]
+    BadResponse {
+        /// Which upstream.
+        service: &'static str,
+        /// What was wrong with it.
+        message: String,
+    },
+    /// A local problem (state file unwritable, ...). Reaction: retry with backoff.
+    #[error("{message}")]
+    Local {
+        /// What went wrong.
+        message: String,
+    },
+}
+
+impl UpstreamError {
+    /// A human must act before another attempt makes sense.
+    pub fn is_login_required(&self) -> bool {
+        matches!(self, UpstreamError::LoginRequired { .. })
+    }
+
+    /// AWS refused the id_token itself: a fresh one may help.
+    pub fn is_token_rejected(&self) -> bool {
+        matches!(self, UpstreamError::Rejected { code, .. }
+            if matches!(code.as_str(), "NotAuthorizedException" | "InvalidIdentityToken" | "ExpiredTokenException"))
+    }
+
+    /// Stable kind for status output and logs.
+    pub fn kind(&self) -> String {
+        match self {
+            UpstreamError::Transport { .. } => "transport".into(),
+            UpstreamError::Throttled { .. } => "throttled".into(),
+            UpstreamError::LoginRequired { code, .. } => code.clone(),
+            UpstreamError::Rejected { code, .. } | UpstreamError::NotFound { code, .. } => {
+                code.clone()
+            }
+            UpstreamError::BadResponse { .. } => "bad_response".into(),
+            UpstreamError::Local { .. } => "local".into(),
+        }
+    }
+}
+
+/// Cut upstream-provided text to a bounded, single-line size.
+pub(crate) fn short(s: &str) -> String {
+    let one_line: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if one_line.chars().count() > 300 {
+        format!("{}…", one_line.chars().take(300).collect::<String>())
+    } else {
+        one_line
+    }
+}
+
+/// An OIDC id_token (or Cognito user pool id token).
+#[derive(Debug, Clone)]
+pub struct IdToken {
+    /// The JWT.
+    pub token: SecretString,
+    /// Its `exp` claim, when readable.
+    pub expires_at: Option<SystemTime>,
+}
+
+impl IdToken {
+    /// Wrap a JWT, reading `exp` from its payload (no signature check: AWS
+    /// validates the token; we only need to know when to refresh it).
+    pub fn from_jwt(jwt: String) -> Self {
+        let expires_at = jwt_exp(&jwt);
+        IdToken {
+            token: SecretString::from(jwt),
+            expires_at,
+        }
+    }
+
+    /// Still good for an exchange at `now`?
+    pub fn fresh_at(&self, now: SystemTime) -> bool {
+        self.expires_at
+            .and_then(|e| e.duration_since(now).ok())
+            .is_some_and(|left| left > ID_TOKEN_MIN_TTL)
+    }
+}
+
+fn jwt_exp(jwt: &str) -> Option<SystemTime> {
+    use base64::Engine;
+    let payload = jwt.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let exp = v.get("exp")?.as_f64()?;
+    (exp > 0.0).then(|| SystemTime::UNIX_EPOCH + Duration::from_secs_f64(exp))
+}
+
+/// The identity layer of a profile.
+pub enum Login {
+    /// OAuth2 refresh grant.
+    Oidc(Box<oidc::OidcLogin>),
+    /// Cognito user pool refresh.
+    UserPool(Box<userpool::UserPoolLogin>),
+    /// Guest identity: no token.
+    Guest,
+}
+
+impl Login {
+    /// An id_token: the cached one if still fresh (unless `force`), else a new one.
+    pub async fn id_token(&self, force: bool) -> Result<Option<IdToken>, UpstreamError> {
+        match self {
+            Login::Oidc(o) => o.id_token(force).await.map(Some),
+            Login::UserPool(u) => u.id_token(force).await.map(Some),
+            Login::Guest => Ok(None),
+        }
+    }
+}
+
+/// The AWS layer of a profile.
+pub enum Exchange {
+    /// Cognito Identity (enhanced or basic flow).
+    Cognito(Box<cognito::CognitoExchange>),
+    /// STS AssumeRoleWithWebIdentity with the IdP token.
+    Sts(Box<sts::StsExchange>),
+}
+
+impl Exchange {
+    /// Exchange the id_token for AWS credentials.
+    pub async fn exchange(&self, token: Option<&IdToken>) -> Result<AwsCredentials, UpstreamError> {
+        match self {
+            Exchange::Cognito(c) => c.exchange(token).await,
+            Exchange::Sts(s) => match token {
+                Some(t) => s.assume(&t.token).await,
+                None => Err(UpstreamError::Local {
+                    message: "the sts flow needs an id_token (login.kind must not be \"none\")"
+                        .into(),
+                }),
+            },
+        }
+    }
+}
+
+/// Where a refresher gets credentials from: the seam tests replace.
+pub trait CredentialSource: Send + Sync + 'static {
+    /// Obtain a fresh set of credentials.
+    fn fetch(&self) -> impl Future<Output = Result<AwsCredentials, UpstreamError>> + Send;
+}
+
+/// login → exchange, with one retry on a fresh id_token when AWS rejects it.
+pub struct Chain {
+    login: Login,
+    exchange: Exchange,
+    clock: SharedClock,
+}
+
+impl Chain {
+    /// Build the chain for a profile (creates HTTP and SDK clients; no I/O).
+    pub async fn build(profile: &ProfileConfig, clock: SharedClock) -> Result<Self, UpstreamError> {
+        let sdk = aws::sdk_config(profile).await;
+        let login =
+            match &profile.login {
+                LoginConfig::Oidc(o) => {
+                    Login::Oidc(Box::new(oidc::OidcLogin::new(o.clone(), clock.clone())?))
+                }
+                LoginConfig::UserPool(u) => Login::UserPool(Box::new(
+                    userpool::UserPoolLogin::new(u.clone(), &sdk, clock.clone()),
+                )),
+                LoginConfig::None => Login::Guest,
+            };
+        let exchange = match profile.aws.flow {
+            crate::config::AwsFlow::Sts => {
+                Exchange::Sts(Box::new(sts::StsExchange::new(&profile.aws, &sdk)))
+            }
+            _ => Exchange::Cognito(Box::new(cognito::CognitoExchange::new(&profile.aws, &sdk))),
+        };
+        Ok(Chain {
+            login,
+            exchange,
+            clock,
+        })
+    }
+}
+
+impl CredentialSource for Chain {
+    async fn fetch(&self) -> Result<AwsCredentials, UpstreamError> {
+        let token = self.login.id_token(false).await?;
+        let creds = match self.exchange.exchange(token.as_ref()).await {
+            Err(e) if e.is_token_rejected() && token.is_some() => {
+                tracing::info!(error = %e, "AWS rejected the id_token; refreshing it once and retrying");
+                let token = self.login.id_token(true).await?;
+                self.exchange.exchange(token.as_ref()).await?
+            }
+            r => r?,
+        };
+        if !creds.is_complete() {
+            return Err(UpstreamError::BadResponse {
+                service: "aws",
+                message: "credentials with an empty field".into(),
+            });
+        }
+        if creds.expiration <= self.clock.now() {
+            return Err(UpstreamError::BadResponse {
+                service: "aws",
+                message: "credentials that have already expired (check the system clock)".into(),
+            });
+        }
+        Ok(creds)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+
+    #[test]
+    fn jwt_exp_is_read() {
+        let p = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(br#"{"exp":2000000000,"sub":"x"}"#);
+        let t = IdToken::from_jwt(format!("h.{p}.s"));
+        assert_eq!(
+            t.expires_at,
+            Some(SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000_000))
+        );
+        assert!(t.fresh_at(SystemTime::UNIX_EPOCH + Duration::from_secs(1_999_000_000)));
+        assert!(!t.fresh_at(SystemTime::UNIX_EPOCH + Duration::from_secs(1_999_999_800)));
+        assert!(IdToken::from_jwt("not-a-jwt".into()).expires_at.is_none());
+        assert!(!IdToken::from_jwt("not-a-jwt".into()).fresh_at(SystemTime::now()));
+    }
+
+    #[test]
+    fn kinds_and_reactions() {
+        let e = UpstreamError::LoginRequired {
+            service: "oidc",
+            code: "invalid_grant".into(),
+            message: "m".into(),
+        };
+        assert!(e.is_login_required());
+        assert_eq!(e.kind(), "invalid_grant");
+        let r = UpstreamError::Rejected {
+            service: "sts",
+            code: "ExpiredTokenException".into(),
+            message: "m".into(),
+        };
+        assert!(r.is_token_rejected() && !r.is_login_required());
+        assert!(short(&"x".repeat(500)).chars().count() <= 301);
+        assert_eq!(short("a\nb"), "a b");
+    }
+}

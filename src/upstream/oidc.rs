@@ -1,0 +1,323 @@
+//! OAuth2 `refresh_token` grant against an OpenID provider.
+//!
+//! * The token endpoint comes from OIDC discovery on `issuer` (the document's
+//!   `issuer` must match, OIDC Discovery §4.3) or from `token_endpoint`.
+//! * The refresh token is **re-read from its file on every refresh**, so a new
+//!   login (someone writing the file) is picked up without a restart.
+//! * A rotated refresh token is **persisted atomically before the new id_token
+//!   is used**. Refreshes are serialized by one mutex: with rotation and reuse
+//!   detection (oidc-provider, Okta, Auth0...) presenting an old token revokes
+//!   the whole grant.
+//! * Public clients send `client_id` in the form; confidential clients use
+//!   HTTP Basic (`client_secret_basic`) with the secret read from a file.
+
+use std::time::Duration;
+
+use reqwest::header::{ACCEPT, CACHE_CONTROL};
+use serde::Deserialize;
+use tokio::sync::Mutex;
+use url::Url;
+
+use crate::clock::SharedClock;
+use crate::config::{OidcConfig, check_upstream_url};
+use crate::fsutil;
+use crate::secret::{ExposeSecret, SecretString, secret};
+
+use super::{IdToken, UpstreamError, short};
+
+const SERVICE: &str = "oidc";
+
+#[derive(Deserialize)]
+struct Discovery {
+    issuer: String,
+    token_endpoint: String,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    id_token: Option<String>,
+    refresh_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct OAuthError {
+    error: String,
+    error_description: Option<String>,
+}
+
+#[derive(Default)]
+struct Cache {
+    id_token: Option<IdToken>,
+    /// A rotated refresh token the IdP issued that we could not save yet; it
+    /// is the only valid one, so it is saved before anything else is tried.
+    pending_rt: Option<SecretString>,
+}
+
+/// OIDC refresh-token login.
+pub struct OidcLogin {
+    cfg: OidcConfig,
+    http: reqwest::Client,
+    clock: SharedClock,
+    token_endpoint: Mutex<Option<Url>>,
+    cache: Mutex<Cache>,
+}
+
+/// Build the HTTP client used for IdP calls: no redirects (a token endpoint
+/// that redirects is misconfigured or hostile), bounded timeouts.
+pub fn http_client() -> Result<reqwest::Client, UpstreamError> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(30))
+        .user_agent(concat!("credbroker/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| UpstreamError::Local {
+            message: format!("cannot build the HTTP client: {e}"),
+        })
+}
+
+fn transport(e: &reqwest::Error) -> UpstreamError {
+    UpstreamError::Transport {
+        service: SERVICE,
+        message: if e.is_timeout() {
+            "timed out".into()
+        } else if e.is_connect() {
+            "connection failed".into()
+        } else {
+            "request failed".into()
+        },
+    }
+}
+
+impl OidcLogin {
+    /// A login for this configuration (no I/O yet).
+    pub fn new(cfg: OidcConfig, clock: SharedClock) -> Result<Self, UpstreamError> {
+        Ok(OidcLogin {
+            token_endpoint: Mutex::new(cfg.token_endpoint.clone()),
+            cfg,
+            http: http_client()?,
+            clock,
+            cache: Mutex::new(Cache::default()),
+        })
+    }
+
+    async fn endpoint(&self) -> Result<Url, UpstreamError> {
+        let mut ep = self.token_endpoint.lock().await;
+        if let Some(u) = ep.as_ref() {
+            return Ok(u.clone());
+        }
+        let issuer = self
+            .cfg
+            .issuer
+            .clone()
+            .ok_or_else(|| UpstreamError::Local {
+                message: "login.issuer or login.token_endpoint is required".into(),
+            })?;
+        let base = issuer.as_str().trim_end_matches('/');
+        let resp = self
+            .http
+            .get(format!("{base}/.well-known/openid-configuration"))
+            .header(ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| transport(&e))?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(if status.is_server_error() || status.as_u16() == 429 {
+                UpstreamError::Transport {
+                    service: SERVICE,
+                    message: format!("discovery: HTTP {status}"),
+                }
+            } else {
+                UpstreamError::BadResponse {
+                    service: SERVICE,
+                    message: format!("discovery: HTTP {status} (is login.issuer right?)"),
+                }
+            });
+        }
+        let d: Discovery = resp.json().await.map_err(|_| UpstreamError::BadResponse {
+            service: SERVICE,
+            message: "discovery document is not valid JSON".into(),
+        })?;
+        if d.issuer.trim_end_matches('/') != base {
+            return Err(UpstreamError::BadResponse {
+                service: SERVICE,
+                message: format!(
+                    "discovery issuer {:?} does not match login.issuer {:?}",
+                    short(&d.issuer),
+                    base
+                ),
+            });
+        }
+        let url = Url::parse(&d.token_endpoint).map_err(|_| UpstreamError::BadResponse {
+            service: SERVICE,
+            message: "discovery token_endpoint is not a URL".into(),
+        })?;
+        check_upstream_url(&url).map_err(|m| UpstreamError::BadResponse {
+            service: SERVICE,
+            message: format!("discovered token_endpoint rejected: {m}"),
+        })?;
+        *ep = Some(url.clone());
+        Ok(url)
+    }
+
+    fn login_required(&self, code: &str, what: &str) -> UpstreamError {
+        UpstreamError::LoginRequired {
+            service: SERVICE,
+            code: code.into(),
+            message: format!(
+                "{what}; login required: write a new refresh token to {} (the daemon picks it up automatically, or send SIGHUP)",
+                self.cfg.refresh_token_file.display()
+            ),
+        }
+    }
+
+    fn save_rt(&self, rt: &SecretString) -> Result<(), UpstreamError> {
+        fsutil::write_atomic_private(&self.cfg.refresh_token_file, rt.expose_secret().as_bytes())
+            .map_err(|e| UpstreamError::Local {
+                message: format!(
+                    "cannot save the rotated refresh token to {}: {e}",
+                    self.cfg.refresh_token_file.display()
+                ),
+            })
+    }
+
+    fn read_rt(&self) -> Result<SecretString, UpstreamError> {
+        match fsutil::read_secret_file(&self.cfg.refresh_token_file) {
+            Ok(s) if !s.is_empty() => Ok(secret(s)),
+            Ok(_) => {
+                Err(self.login_required("no_refresh_token", "the refresh-token file is empty"))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(self.login_required("no_refresh_token", "no refresh-token file"))
+            }
+            Err(e) => Err(UpstreamError::Local {
+                message: format!("cannot read {}: {e}", self.cfg.refresh_token_file.display()),
+            }),
+        }
+    }
+
+    fn client_secret(&self) -> Result<Option<SecretString>, UpstreamError> {
+        self.cfg
+            .client_secret_file
+            .as_ref()
+            .map(|p| {
+                fsutil::read_secret_file(p)
+                    .map(secret)
+                    .map_err(|e| UpstreamError::Local {
+                        message: format!(
+                            "cannot read login.client_secret_file {}: {e}",
+                            p.display()
+                        ),
+                    })
+            })
+            .transpose()
+    }
+
+    /// The cached id_token if fresh (and not `force`), else a refreshed one.
+    pub async fn id_token(&self, force: bool) -> Result<IdToken, UpstreamError> {
+        let mut cache = self.cache.lock().await;
+        if !force
+            && let Some(t) = cache
+                .id_token
+                .as_ref()
+                .filter(|t| t.fresh_at(self.clock.now()))
+        {
+            return Ok(t.clone());
+        }
+        let rt = match cache.pending_rt.take() {
+            Some(p) => {
+                if let Err(e) = self.save_rt(&p) {
+                    cache.pending_rt = Some(p);
+                    return Err(e);
+                }
+                p
+            }
+            None => self.read_rt()?,
+        };
+        let endpoint = self.endpoint().await?;
+        let mut form: Vec<(&str, &str)> = vec![
+            ("grant_type", "refresh_token"),
+            ("refresh_token", rt.expose_secret()),
+        ];
+        let scope = self.cfg.scopes.as_ref().map(|s| s.join(" "));
+        if let Some(s) = scope.as_deref() {
+            form.push(("scope", s));
+        }
+        let client_secret = self.client_secret()?;
+        let mut req = self
+            .http
+            .post(endpoint.clone())
+            .header(ACCEPT, "application/json");
+        match &client_secret {
+            Some(s) => req = req.basic_auth(&self.cfg.client_id, Some(s.expose_secret())),
+            None => form.push(("client_id", &self.cfg.client_id)),
+        }
+        let resp = req.form(&form).send().await.map_err(|e| transport(&e))?;
+        let status = resp.status();
+        let _ = resp.headers().get(CACHE_CONTROL);
+        if status.is_success() {
+            let body: TokenResponse =
+                resp.json().await.map_err(|_| UpstreamError::BadResponse {
+                    service: SERVICE,
+                    message: "token response is not valid JSON".into(),
+                })?;
+            if let Some(new_rt) = body
+                .refresh_token
+                .filter(|n| !n.is_empty() && n != rt.expose_secret())
+            {
+                // Rotation: the old token is now dead. Persist the new one
+                // before anything else; keep it in memory if that fails.
+                let new_rt = secret(new_rt);
+                if let Err(e) = self.save_rt(&new_rt) {
+                    cache.pending_rt = Some(new_rt);
+                    cache.id_token = None;
+                    return Err(e);
+                }
+                tracing::debug!(path = %self.cfg.refresh_token_file.display(), "saved the rotated refresh token");
+            }
+            let id = body.id_token.ok_or_else(|| UpstreamError::BadResponse {
+                service: SERVICE,
+                message:
+                    "token response has no id_token (does the grant include the openid scope?)"
+                        .into(),
+            })?;
+            let tok = IdToken::from_jwt(id);
+            cache.id_token = Some(tok.clone());
+            return Ok(tok);
+        }
+        let code = status.as_u16();
+        if code == 429 {
+            return Err(UpstreamError::Throttled {
+                service: SERVICE,
+                code: "429".into(),
+            });
+        }
+        if status.is_server_error() {
+            return Err(UpstreamError::Transport {
+                service: SERVICE,
+                message: format!("token endpoint: HTTP {status}"),
+            });
+        }
+        match resp.json::<OAuthError>().await {
+            Ok(err) => {
+                let desc = err
+                    .error_description
+                    .as_deref()
+                    .map(short)
+                    .unwrap_or_default();
+                let what = match err.error.as_str() {
+                    "invalid_grant" => "the identity provider rejected the refresh token (invalid_grant: revoked, expired or reused)".to_owned(),
+                    "invalid_client" | "unauthorized_client" => format!("the identity provider rejected the client ({}): check login.client_id / login.client_secret_file", err.error),
+                    other => format!("the identity provider refused the refresh ({}{}{})", short(other), if desc.is_empty() { "" } else { ": " }, desc),
+                };
+                cache.id_token = None;
+                Err(self.login_required(&short(&err.error), &what))
+            }
+            Err(_) => Err(UpstreamError::BadResponse {
+                service: SERVICE,
+                message: format!("token endpoint: HTTP {status} without an OAuth error body"),
+            }),
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! STS `AssumeRoleWithWebIdentity` (unsigned): the `sts` flow with the IdP's
+//! id_token, and the second half of the Cognito basic flow with the token
+//! from `GetOpenIdToken`.
+
+use crate::config::AwsConfig;
+use crate::creds::AwsCredentials;
+use crate::secret::{ExposeSecret, SecretString, secret};
+
+use super::UpstreamError;
+use super::aws::{classify, to_system_time};
+
+/// Assumes `role_arn` with a web identity token.
+pub struct StsExchange {
+    client: aws_sdk_sts::Client,
+    cfg: AwsConfig,
+}
+
+impl StsExchange {
+    /// A client for this profile.
+    pub fn new(cfg: &AwsConfig, sdk: &aws_config::SdkConfig) -> Self {
+        StsExchange {
+            client: aws_sdk_sts::Client::new(sdk),
+            cfg: cfg.clone(),
+        }
+    }
+
+    /// Call AssumeRoleWithWebIdentity with `token`.
+    pub async fn assume(&self, token: &SecretString) -> Result<AwsCredentials, UpstreamError> {
+        let role_arn = self
+            .cfg
+            .role_arn
+            .clone()
+            .ok_or_else(|| UpstreamError::Local {
+                message: "aws.role_arn is required for AssumeRoleWithWebIdentity".into(),
+            })?;
+        let out = self
+            .client
+            .assume_role_with_web_identity()
+            .role_arn(&role_arn)
+            .role_session_name(&self.cfg.session_name)
+            .web_identity_token(token.expose_secret())
+            .set_duration_seconds(
+                self.cfg
+                    .duration
+                    .map(|d| d.as_secs().min(i32::MAX as u64) as i32),
+            )
+            .set_policy(self.cfg.session_policy.clone())
+            .send()
+            .await
+            .map_err(|e| classify("sts", e))?;
+        let bad = |m: &str| UpstreamError::BadResponse {
+            service: "sts",
+            message: m.into(),
+        };
+        let c = out.credentials().ok_or_else(|| bad("no Credentials"))?;
+        let assumed_account = out
+            .assumed_role_user()
+            .and_then(|u| crate::config::account_from_arn(u.arn()));
+        Ok(AwsCredentials {
+            access_key_id: c.access_key_id().to_owned(),
+            secret_access_key: secret(c.secret_access_key()),
+            session_token: secret(c.session_token()),
+            expiration: to_system_time(c.expiration())
+                .ok_or_else(|| bad("unreadable Expiration"))?,
+            account_id: self.cfg.configured_account_id().or(assumed_account),
+            role_arn: Some(role_arn),
+        })
+    }
+}

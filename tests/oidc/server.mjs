@@ -1,0 +1,227 @@
+// Local OpenID Provider for credbroker's end-to-end tests (TEST ONLY, never deploy).
+//
+// Real panva/oidc-provider with refresh-token rotation and reuse detection
+// (shared/docs/testbed.md section 3). Binds 127.0.0.1 only.
+//
+// Env:
+//   PORT    listen port on 127.0.0.1 (default 0 = ephemeral)
+//   ID_TTL  id_token and access_token lifetime in seconds (default 300)
+//   RT_TTL  refresh_token lifetime in seconds (default 86400)
+//
+// stdout carries exactly one line, `READY http://127.0.0.1:<port>`, once the
+// server listens; everything else (provider notices, grant errors) goes to stderr.
+//
+// Test-only routes:
+//   POST /__test/mint   form client_id, sub, scope (default "openid offline_access")
+//                       -> {"refresh_token", "grant_id"}; the token behaves exactly
+//                       like one from a real authorization_code flow.
+//   GET  /__test/stats  -> {"token_requests", "refresh_grants", "errors", ...}
+
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { createServer } from 'node:http';
+
+import Provider from 'oidc-provider';
+
+// oidc-provider prints notices with console.info; keep stdout for the READY line.
+console.log = console.error;
+console.info = console.error;
+
+const PORT = Number.parseInt(process.env.PORT ?? '0', 10);
+const ID_TTL = Number.parseInt(process.env.ID_TTL ?? '300', 10);
+const RT_TTL = Number.parseInt(process.env.RT_TTL ?? '86400', 10);
+const HOST = '127.0.0.1';
+const DEVICE_CODE = 'urn:ietf:params:oauth:grant-type:device_code';
+const GRANT_TYPES = ['authorization_code', 'refresh_token', DEVICE_CODE];
+
+for (const [name, value] of [['PORT', PORT], ['ID_TTL', ID_TTL], ['RT_TTL', RT_TTL]]) {
+  if (!Number.isInteger(value) || value < 0) {
+    console.error(`invalid ${name}: ${process.env[name]}`);
+    process.exit(2);
+  }
+}
+
+const stats = {
+  token_requests: 0,
+  refresh_grants: 0,
+  refresh_success: 0,
+  errors: 0,
+  minted: 0,
+};
+
+function signingKey() {
+  const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  return { ...privateKey.export({ format: 'jwk' }), kid: 'test-rs256', alg: 'RS256', use: 'sig' };
+}
+
+function readForm(req) {
+  return new Promise((resolve, reject) => {
+    const chunks = [];
+    let size = 0;
+    req.on('data', (chunk) => {
+      size += chunk.length;
+      if (size > 64 * 1024) {
+        reject(new Error('body too large'));
+        req.destroy();
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.on('end', () => resolve(new URLSearchParams(Buffer.concat(chunks).toString('utf8'))));
+    req.on('error', reject);
+  });
+}
+
+function buildProvider(issuer) {
+  const provider = new Provider(issuer, {
+    clients: [
+      {
+        client_id: 'daemon',
+        application_type: 'native',
+        token_endpoint_auth_method: 'none',
+        grant_types: GRANT_TYPES,
+        response_types: ['code'],
+        redirect_uris: ['http://127.0.0.1:8765/cb'],
+      },
+      {
+        client_id: 'daemon-secret',
+        client_secret: 'sekret',
+        token_endpoint_auth_method: 'client_secret_basic',
+        grant_types: GRANT_TYPES,
+        response_types: ['code'],
+        redirect_uris: ['http://127.0.0.1:8765/cb'],
+      },
+    ],
+    jwks: { keys: [signingKey()] },
+    cookies: { keys: [randomBytes(32).toString('hex')] },
+    scopes: ['openid', 'offline_access', 'email', 'profile'],
+    features: {
+      devInteractions: { enabled: true },
+      deviceFlow: { enabled: true },
+      revocation: { enabled: true },
+      introspection: { enabled: true },
+    },
+    // Always rotate (the default rotates only public clients or old tokens).
+    rotateRefreshToken: true,
+    issueRefreshToken(_ctx, client, source) {
+      if (!client.grantTypeAllowed('refresh_token')) return false;
+      return source.kind === 'RefreshToken' || source.scopes.has('offline_access');
+    },
+    ttl: {
+      AccessToken: ID_TTL,
+      IdToken: ID_TTL,
+      RefreshToken: RT_TTL,
+      Grant: Math.max(RT_TTL, 14 * 24 * 60 * 60),
+      DeviceCode: 600,
+      AuthorizationCode: 60,
+      Interaction: 3600,
+      Session: 14 * 24 * 60 * 60,
+    },
+    async findAccount(_ctx, accountId) {
+      return { accountId, async claims() { return { sub: accountId }; } };
+    },
+  });
+  provider.proxy = false;
+
+  provider.on('grant.success', (ctx) => {
+    if (ctx.oidc?.params?.grant_type === 'refresh_token') stats.refresh_success += 1;
+  });
+  provider.on('grant.error', (ctx, err) => {
+    stats.errors += 1;
+    console.error(
+      `EVENT grant.error: ${err.error} / ${err.error_description}`
+      + ` / detail=${err.error_detail ?? ''}`
+      + ` / grant_type=${ctx.oidc?.params?.grant_type ?? '?'} client=${ctx.oidc?.client?.clientId ?? '?'}`,
+    );
+  });
+  provider.on('server_error', (_ctx, err) => {
+    stats.errors += 1;
+    console.error('EVENT server_error:', err);
+  });
+
+  // Counts every POST to the token endpoint, whatever its outcome.
+  provider.use(async (ctx, next) => {
+    const isToken = ctx.method === 'POST' && ctx.path === '/token';
+    if (isToken) stats.token_requests += 1;
+    await next();
+    if (isToken && ctx.oidc?.params?.grant_type === 'refresh_token') stats.refresh_grants += 1;
+  });
+
+  return provider;
+}
+
+async function mint(provider, form) {
+  const clientId = form.get('client_id') || 'daemon';
+  const accountId = form.get('sub') || 'alice';
+  const scope = form.get('scope') || 'openid offline_access';
+  const client = await provider.Client.find(clientId);
+  if (!client) return [400, { error: 'invalid_client', error_description: `unknown client ${clientId}` }];
+
+  const grant = new provider.Grant({ accountId, clientId });
+  grant.addOIDCScope(scope);
+  const grantId = await grant.save();
+  const refreshToken = await new provider.RefreshToken({
+    accountId,
+    client,
+    grantId,
+    scope,
+    gty: 'authorization_code',
+    authTime: Math.floor(Date.now() / 1000),
+  }).save();
+  stats.minted += 1;
+  return [200, { refresh_token: refreshToken, grant_id: grantId }];
+}
+
+function sendJson(res, status, body) {
+  const data = JSON.stringify(body);
+  res.writeHead(status, {
+    'content-type': 'application/json',
+    'content-length': Buffer.byteLength(data),
+    'cache-control': 'no-store',
+  });
+  res.end(data);
+}
+
+async function main() {
+  let provider;
+  let handler;
+  const server = createServer(async (req, res) => {
+    const path = (req.url ?? '').split('?')[0];
+    try {
+      if (path === '/__test/mint' && req.method === 'POST') {
+        const [status, body] = await mint(provider, await readForm(req));
+        sendJson(res, status, body);
+        return;
+      }
+      if (path === '/__test/stats' && req.method === 'GET') {
+        sendJson(res, 200, stats);
+        return;
+      }
+    } catch (err) {
+      console.error('test route failed:', err);
+      sendJson(res, 500, { error: 'server_error', error_description: String(err) });
+      return;
+    }
+    handler(req, res);
+  });
+
+  server.listen(PORT, HOST, () => {
+    const { port } = server.address();
+    const issuer = `http://${HOST}:${port}`;
+    provider = buildProvider(issuer);
+    handler = provider.callback();
+    process.stdout.write(`READY ${issuer}\n`);
+  });
+
+  const stop = () => {
+    server.close(() => process.exit(0));
+    server.closeAllConnections?.();
+    setTimeout(() => process.exit(0), 2000).unref();
+  };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
