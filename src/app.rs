@@ -172,7 +172,7 @@ pub async fn run(
         imds = config.server.imds,
         imds_v1 = config.server.imds_v1,
         profiles = config.profiles.len(),
-        "listening addr={addr}"
+        "listening"
     );
 
     let info_path = config.server.runtime_dir.join(DAEMON_FILE);

@@ -1272,3 +1272,17 @@ aws = { flow = "cognito-basic", identity_pool_id = "us-west-2:g", role_arn = "ar
         assert!(shown.contains("flow = \"cognito-basic\""));
     }
 }
+
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+
+    /// The documented example must stay loadable.
+    #[test]
+    fn example_config_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/credbroker.example.toml");
+        let env = Env::from([("HOME".to_owned(), "/home/u".to_owned())]);
+        let c = load(&path, &env).unwrap();
+        assert_eq!(c.profiles["default"].aws.flow, AwsFlow::Cognito);
+    }
+}

@@ -25,10 +25,16 @@ pub const CAPPED: [&str; 10] = [
 ];
 
 /// Build the filter for `spec` (a `RUST_LOG` value, or `None` for `info`).
+/// When the spec asks for `trace` anywhere, the [`CAPPED`] crates are held at
+/// `debug` (and hyper, rustls, tower at `info`); otherwise it is used as is.
 pub fn filter(spec: Option<&str>) -> EnvFilter {
+    let spec = spec.unwrap_or("");
     let mut f = EnvFilter::builder()
         .with_default_directive(tracing::Level::INFO.into())
-        .parse_lossy(spec.unwrap_or(""));
+        .parse_lossy(spec);
+    if !spec.to_ascii_lowercase().contains("trace") {
+        return f;
+    }
     for c in CAPPED {
         if let Ok(d) = format!("{c}=debug").parse::<Directive>() {
             f = f.add_directive(d);

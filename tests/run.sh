@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Run every test: formatting and lints, unit + router tests (cargo test), then
+# the end-to-end suite that drives the built binary against moto (AWS) and
+# oidc-provider (a real OpenID provider) with real SDK clients.
+# Installs what it needs first (tests/setup.sh: .venv + npm ci); idempotent.
+# Usage: tests/run.sh            (from anywhere)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+start=$(date +%s)
+bash tests/setup.sh
+cargo fmt --all -- --check
+cargo clippy --locked --all-targets -- -D warnings
+# The binary and the Rust SDK test client (examples/sdk_probe.rs) for the e2e suite.
+cargo build --locked --bins --examples
+cargo test --locked
+.venv/bin/python -m pytest tests/e2e -q -p no:cacheprovider -rA --durations=10
+echo "tests/run.sh: all tests passed in $(( $(date +%s) - start )) s"
