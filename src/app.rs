@@ -161,7 +161,14 @@ pub async fn run(
     let server_cancel = cancel.clone();
     tracker.spawn(
         async move {
-            if let Err(e) = server::serve(listener, router, server_cancel.cancelled_owned()).await {
+            if let Err(e) = server::serve(
+                listener,
+                router,
+                server::Limits::default(),
+                server_cancel.cancelled_owned(),
+            )
+            .await
+            {
                 tracing::error!(error = %e, "server failed");
             }
         }

@@ -155,19 +155,98 @@ pub fn router(state: Arc<ServerState>, imds: bool) -> Router {
         .with_state(state)
 }
 
-/// Serve `router` on `listener` until `shutdown` resolves; in-flight requests
-/// finish first.
+/// Connection-level limits of [`serve`].
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Open connections at most; more are closed at once (the SDKs retry).
+    pub max_connections: usize,
+    /// A client must send its request headers within this time (slowloris).
+    pub header_read_timeout: Duration,
+    /// Largest request head (request line + headers); larger gets 431.
+    pub max_header_bytes: usize,
+    /// How long in-flight requests may take to finish on shutdown.
+    pub drain: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 512,
+            header_read_timeout: Duration::from_secs(5),
+            max_header_bytes: 16 * 1024,
+            drain: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Serve `router` on `listener` until `shutdown` resolves; then stop
+/// accepting, let in-flight requests finish (up to `limits.drain`) and
+/// return.
+///
+/// A hand-rolled accept loop over hyper (rather than `axum::serve`) because
+/// a credential endpoint on a shared host needs what that one does not
+/// offer: a cap on open connections, a header read timeout, and a bound on
+/// the request head size.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
+    limits: Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt as _;
+
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "connection limit reached; closing");
+            drop(stream);
+            continue;
+        };
+        let svc = router
+            .clone()
+            .map_request(move |req: Request<hyper::body::Incoming>| {
+                let mut req = req.map(axum::body::Body::new);
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                req
+            });
+        let conn = http.serve_connection(
+            TokioIo::new(stream),
+            hyper_util::service::TowerToHyperService::new(svc),
+        );
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(limits.drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(drain = ?limits.drain, "connections still open after the drain period");
+    }
+    Ok(())
 }
 
 #[cfg(test)]
