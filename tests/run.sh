@@ -8,6 +8,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 start=$(date +%s)
+# Everything the tests start listens on loopback: never send it through a proxy.
+export NO_PROXY="127.0.0.1,localhost,::1${NO_PROXY:+,$NO_PROXY}" no_proxy="127.0.0.1,localhost,::1${no_proxy:+,$no_proxy}"
 bash tests/setup.sh
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings

@@ -40,10 +40,10 @@ def _bad_listen(c):
 
 
 BAD_CONFIGS: dict[str, tuple[Callable[[dict], None], str]] = {
-    "unknown-key": (_unknown_key, "flw"),
-    "missing-identity-pool-id": (_missing_pool, "identity_pool_id"),
-    "bad-duration": (_bad_duration, "refresh_before"),
-    "bad-listen": (_bad_listen, "listen"),
+    "unknown-key": (_unknown_key, "profiles.default.aws.flw"),
+    "missing-identity-pool-id": (_missing_pool, "profiles.default.aws.identity_pool_id"),
+    "bad-duration": (_bad_duration, "profiles.default.refresh_before"),
+    "bad-listen": (_bad_listen, "server.listen"),
 }
 
 
