@@ -406,21 +406,29 @@ const ENV_PREFIX: &str = "CREDBROKER";
 
 /// Load and validate the config at `path`, with `CREDBROKER__*` overrides from `env`.
 pub fn load(path: &Path, env: &Env) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        origin: path.display().to_string(),
+        key: None,
+        message: if e.kind() == std::io::ErrorKind::NotFound {
+            "config file not found (pass -c FILE or set CREDBROKER_CONFIG)".into()
+        } else {
+            format!("cannot read the config file: {e}")
+        },
+    })?;
+    load_str(&text, path, env)
+}
+
+/// Parse and validate config `text` as if read from `path` (no file I/O
+/// except `session_policy_file`, which is read when set).
+pub fn load_str(text: &str, path: &Path, env: &Env) -> Result<Config, ConfigError> {
     let origin = path.display().to_string();
-    if !path.is_file() {
-        return Err(ConfigError {
-            origin,
-            key: None,
-            message: "config file not found (pass -c FILE or set CREDBROKER_CONFIG)".into(),
-        });
-    }
     let overrides: config::Map<String, String> = env
         .iter()
         .filter(|(k, _)| k.starts_with("CREDBROKER__"))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     let built = config::Config::builder()
-        .add_source(config::File::from(path).format(config::FileFormat::Toml))
+        .add_source(config::File::from_str(text, config::FileFormat::Toml))
         .add_source(
             config::Environment::with_prefix(ENV_PREFIX)
                 .prefix_separator("__")

@@ -109,6 +109,8 @@ pub struct Served {
     pub last_updated: SystemTime,
     /// Last four characters of the access key id (status, logs).
     pub key_suffix: String,
+    /// Account id, when known (instance identity document).
+    pub account_id: Option<String>,
     /// `GET …/security-credentials/<role>` body.
     pub imds: Bytes,
     /// `GET …/security-credentials-extended/<role>` body (with `AccountId`).
@@ -154,6 +156,7 @@ impl Served {
             expiration: c.expiration,
             last_updated: now,
             key_suffix: key_suffix(&c.access_key_id),
+            account_id: c.account_id.clone(),
             imds: to_bytes(serde_json::to_vec_pretty(&imds(None))),
             imds_extended: to_bytes(serde_json::to_vec_pretty(&imds(c.account_id.as_deref()))),
             ecs: to_bytes(serde_json::to_vec(&ecs)),

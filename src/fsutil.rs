@@ -69,6 +69,66 @@ pub fn write_atomic_private(path: &Path, contents: &[u8]) -> io::Result<()> {
     result
 }
 
+/// Finish an interrupted [`write_atomic_private`] of `path`.
+///
+/// A process killed after the temp file was written and fsynced but before
+/// the rename leaves `.NAME.tmp.*` behind. For a rotating refresh token that
+/// file holds the only valid token (the IdP has already retired the old one),
+/// so it is rolled forward when it is newer than `path` (or `path` is gone).
+/// Leftovers older than `path` are stale and removed. Returns whether a temp
+/// file was rolled forward.
+pub fn recover_interrupted_write(path: &Path) -> io::Result<bool> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Ok(false);
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = format!(".{}.tmp.", name.to_string_lossy());
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let mut leftovers: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .filter_map(|e| {
+            let m = e.metadata().ok()?;
+            if m.is_file() && m.len() == 0 {
+                // Died before writing anything: nothing to recover.
+                let _ = fs::remove_file(e.path());
+                return None;
+            }
+            m.is_file()
+                .then(|| (m.modified().ok().unwrap_or(std::time::UNIX_EPOCH), e.path()))
+        })
+        .collect();
+    if leftovers.is_empty() {
+        return Ok(false);
+    }
+    leftovers.sort();
+    let target_time = fs::metadata(path).and_then(|m| m.modified()).ok();
+    let mut rolled = false;
+    if let Some((newest_time, newest)) = leftovers.pop() {
+        if target_time.is_none_or(|t| newest_time >= t) {
+            fs::rename(&newest, path)?;
+            if let Ok(d) = File::open(dir) {
+                let _ = d.sync_all();
+            }
+            rolled = true;
+        } else {
+            leftovers.push((newest_time, newest));
+        }
+    }
+    for (_, stale) in leftovers {
+        let _ = fs::remove_file(stale);
+    }
+    Ok(rolled)
+}
+
 /// How a secret file's permissions look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exposure {
@@ -153,6 +213,36 @@ mod tests {
         // No temp files left behind.
         let n = fs::read_dir(p.parent().unwrap()).unwrap().count();
         assert_eq!(n, 1);
+    }
+
+    #[test]
+    fn interrupted_writes_roll_forward_and_stale_ones_are_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("rt");
+        assert!(!recover_interrupted_write(&p).unwrap());
+        fs::write(&p, "old").unwrap();
+        // A temp file left by a write killed before its rename, newer than the target.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let tmp = dir.path().join(".rt.tmp.123.abc");
+        fs::write(&tmp, "new").unwrap();
+        fs::write(dir.path().join(".rt.tmp.122.abc"), "").unwrap();
+        assert!(recover_interrupted_write(&p).unwrap());
+        assert_eq!(fs::read_to_string(&p).unwrap(), "new");
+        assert!(!tmp.exists());
+        assert!(!dir.path().join(".rt.tmp.122.abc").exists());
+        // A leftover older than the target is stale: removed, target kept.
+        let stale = dir.path().join(".rt.tmp.1.x");
+        fs::write(&stale, "ancient").unwrap();
+        let past = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+        File::options()
+            .write(true)
+            .open(&stale)
+            .unwrap()
+            .set_modified(past)
+            .unwrap();
+        assert!(!recover_interrupted_write(&p).unwrap());
+        assert_eq!(fs::read_to_string(&p).unwrap(), "new");
+        assert!(!stale.exists());
     }
 
     #[test]

@@ -157,3 +157,30 @@ pub async fn region(State(st): State<Arc<ServerState>>, headers: HeaderMap) -> R
         Err(r) => r,
     }
 }
+
+/// `GET /latest/dynamic/instance-identity/document`: the region (the Go SDK's
+/// `GetRegion` and Java's region provider read it) and the account id when
+/// known. Instance fields we cannot know truthfully are left out.
+pub async fn identity_document(State(st): State<Arc<ServerState>>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorize(&st, &headers) {
+        return r;
+    }
+    let p = match profile(&st) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let account = p
+        .reader
+        .borrow()
+        .served
+        .as_ref()
+        .and_then(|s| s.account_id.clone());
+    let mut doc = serde_json::Map::new();
+    if let Some(a) = account {
+        doc.insert("accountId".into(), a.into());
+    }
+    doc.insert("region".into(), p.info.region.clone().into());
+    doc.insert("version".into(), "2017-09-30".into());
+    let body = serde_json::to_string_pretty(&serde_json::Value::Object(doc)).unwrap_or_default();
+    text(StatusCode::OK, body)
+}

@@ -134,6 +134,14 @@ pub fn router(state: Arc<ServerState>, imds: bool) -> Router {
                 "/latest/meta-data/iam/security-credentials-extended/{role}/",
                 get(imds::role_creds_extended),
             )
+            .route(
+                "/latest/dynamic/instance-identity/document",
+                get(imds::identity_document),
+            )
+            .route(
+                "/latest/dynamic/instance-identity/document/",
+                get(imds::identity_document),
+            )
             .route("/latest/meta-data/placement/region", get(imds::region))
             .route("/latest/meta-data/placement/region/", get(imds::region));
     }

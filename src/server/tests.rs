@@ -188,6 +188,16 @@ async fn every_imds_route_with_and_without_trailing_slash() {
             Some("iam/\nplacement/"),
         ),
         (
+            "/latest/dynamic/instance-identity/document",
+            StatusCode::OK,
+            None,
+        ),
+        (
+            "/latest/dynamic/instance-identity/document/",
+            StatusCode::OK,
+            None,
+        ),
+        (
             "/latest/meta-data/iam/",
             StatusCode::OK,
             Some("security-credentials/\nsecurity-credentials-extended/"),
@@ -246,6 +256,17 @@ async fn every_imds_route_with_and_without_trailing_slash() {
     .await;
     let v: serde_json::Value = serde_json::from_str(&b).unwrap();
     assert_eq!(v["AccountId"], "123456789012");
+    let (_, _, b) = send(
+        &f.app,
+        req(Method::GET, "/latest/dynamic/instance-identity/document")
+            .header(TOKEN_HEADER, &tok)
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    let v: serde_json::Value = serde_json::from_str(&b).unwrap();
+    assert_eq!(v["region"], "eu-west-1");
+    assert_eq!(v["accountId"], "123456789012");
 }
 
 #[tokio::test]

@@ -59,6 +59,16 @@ impl UserPoolLogin {
     }
 
     fn read_rt(&self) -> Result<SecretString, UpstreamError> {
+        match fsutil::recover_interrupted_write(&self.cfg.refresh_token_file) {
+            Ok(true) => tracing::warn!(
+                path = %self.cfg.refresh_token_file.display(),
+                "recovered a rotated refresh token from an interrupted write"
+            ),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(path = %self.cfg.refresh_token_file.display(), error = %e, "cannot check for an interrupted refresh-token write")
+            }
+        }
         match fsutil::read_secret_file(&self.cfg.refresh_token_file) {
             Ok(s) if !s.is_empty() => Ok(secret(s)),
             Ok(_) => {
