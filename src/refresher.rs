@@ -386,6 +386,112 @@ mod tests {
         task.await.unwrap();
     }
 
+    /// Wall clock = tokio time + a jump the test controls (suspend/resume or a
+    /// clock step: monotonic timers do not see it).
+    #[derive(Debug, Clone)]
+    struct JumpClock {
+        base: TokioClock,
+        jump: Arc<Mutex<Duration>>,
+    }
+
+    impl crate::clock::Clock for JumpClock {
+        fn now(&self) -> SystemTime {
+            use crate::clock::Clock as _;
+            self.base.now() + *self.jump.lock().unwrap()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wall_clock_jump_is_noticed_within_max_sleep() {
+        let base = TokioClock::new(at(0));
+        let jump = Arc::new(Mutex::new(Duration::ZERO));
+        let clock = JumpClock {
+            base: base.clone(),
+            jump: jump.clone(),
+        };
+        let src = Arc::new(Script {
+            clock: base.clone(),
+            outcomes: Mutex::new(VecDeque::from([Ok(3600), Ok(3600)])),
+            calls: Mutex::new(0),
+        });
+        let (store, reader) = ProfileStore::new();
+        let (_tx, rx) = mpsc::channel(4);
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(run(
+            src.clone(),
+            store,
+            Arc::new(clock),
+            Settings {
+                profile: "p".into(),
+                refresh_before: Duration::from_secs(1800),
+                refresh_token_file: None,
+            },
+            rx,
+            cancel.clone(),
+        ));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(reader.borrow().refreshes, 1);
+        // The laptop sleeps for 50 minutes: tokio time does not move, the wall clock does.
+        *jump.lock().unwrap() = Duration::from_secs(50 * 60);
+        tokio::time::sleep(MAX_SLEEP + Duration::from_secs(1)).await;
+        assert_eq!(
+            reader.borrow().refreshes,
+            2,
+            "refresh must happen at most MAX_SLEEP after resume"
+        );
+        cancel.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn login_required_retries_only_when_the_token_file_really_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = dir.path().join("rt");
+        std::fs::write(&rt, "revoked").unwrap();
+        let clock = TokioClock::new(at(0));
+        let src = Arc::new(Script {
+            clock: clock.clone(),
+            outcomes: Mutex::new(VecDeque::from([
+                Err(UpstreamError::LoginRequired {
+                    service: "oidc",
+                    code: "invalid_grant".into(),
+                    message: "m".into(),
+                }),
+                Ok(3600),
+            ])),
+            calls: Mutex::new(0),
+        });
+        let (store, reader) = ProfileStore::new();
+        let (tx, rx) = mpsc::channel(4);
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(run(
+            src.clone(),
+            store,
+            Arc::new(clock.clone()),
+            Settings {
+                profile: "p".into(),
+                refresh_before: Duration::from_secs(1800),
+                refresh_token_file: Some(rt.clone()),
+            },
+            rx,
+            cancel.clone(),
+        ));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(reader.borrow().state, State::LoginRequired);
+        // A spurious event (e.g. our own earlier write) does not cause a retry.
+        tx.send(Wake::TokenFileChanged).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(*src.calls.lock().unwrap(), 1);
+        // A new login writes a new token: retried at once.
+        crate::fsutil::write_atomic_private(&rt, b"fresh-login").unwrap();
+        tx.send(Wake::TokenFileChanged).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(*src.calls.lock().unwrap(), 2);
+        assert_eq!(reader.borrow().state, State::Ready);
+        cancel.cancel();
+        task.await.unwrap();
+    }
+
     #[tokio::test(start_paused = true)]
     async fn login_required_waits_for_a_wake() {
         let clock = TokioClock::new(at(0));
