@@ -396,7 +396,6 @@ mod tests {
 
     impl crate::clock::Clock for JumpClock {
         fn now(&self) -> SystemTime {
-            use crate::clock::Clock as _;
             self.base.now() + *self.jump.lock().unwrap()
         }
     }
