@@ -330,60 +330,97 @@ mod tests {
         }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn refreshes_before_expiry_and_keeps_last_good_on_failure() {
-        let clock = TokioClock::new(at(0));
-        let src = Arc::new(Script {
-            clock: clock.clone(),
-            outcomes: Mutex::new(VecDeque::from([
-                Ok(3600),
-                Err(transport()),
-                Err(transport()),
-                Ok(3600),
-            ])),
-            calls: Mutex::new(0),
-        });
-        let (store, reader) = ProfileStore::new();
-        let (_tx, rx) = mpsc::channel(4);
-        let cancel = CancellationToken::new();
-        let shared: SharedClock = Arc::new(clock.clone());
-        let task = tokio::spawn(run(
-            src.clone(),
-            store,
-            shared,
-            Settings {
+    fn invalid_grant() -> UpstreamError {
+        UpstreamError::LoginRequired {
+            service: "oidc",
+            code: "invalid_grant".into(),
+            message: "m".into(),
+        }
+    }
+
+    /// A running refresher over a [`Script`], and the handles a test needs.
+    struct Harness {
+        src: Arc<Script>,
+        reader: crate::store::ProfileReader,
+        wake: mpsc::Sender<Wake>,
+        cancel: CancellationToken,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl Harness {
+        /// Start with `outcomes`; credentials expire relative to `base`, the
+        /// refresher reads `clock` (which may differ: wall-clock jumps).
+        fn start(
+            outcomes: Vec<Result<u64, UpstreamError>>,
+            base: TokioClock,
+            clock: SharedClock,
+            refresh_token_file: Option<PathBuf>,
+        ) -> Self {
+            let src = Arc::new(Script {
+                clock: base,
+                outcomes: Mutex::new(outcomes.into()),
+                calls: Mutex::new(0),
+            });
+            let (store, reader) = ProfileStore::new();
+            let (wake, rx) = mpsc::channel(4);
+            let cancel = CancellationToken::new();
+            let settings = Settings {
                 profile: "p".into(),
                 refresh_before: Duration::from_secs(1800),
-                refresh_token_file: None,
-            },
-            rx,
-            cancel.clone(),
-        ));
+                refresh_token_file,
+            };
+            let task = tokio::spawn(run(src.clone(), store, clock, settings, rx, cancel.clone()));
+            Harness {
+                src,
+                reader,
+                wake,
+                cancel,
+                task,
+            }
+        }
+
+        fn simple(outcomes: Vec<Result<u64, UpstreamError>>) -> Self {
+            let clock = TokioClock::new(at(0));
+            Self::start(outcomes, clock.clone(), Arc::new(clock), None)
+        }
+
+        fn calls(&self) -> u32 {
+            *self.src.calls.lock().unwrap()
+        }
+
+        async fn stop(self) {
+            self.cancel.cancel();
+            self.task.await.unwrap();
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refreshes_before_expiry_and_keeps_last_good_on_failure() {
+        let h = Harness::simple(vec![Ok(3600), Err(transport()), Err(transport()), Ok(3600)]);
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let s = reader.borrow().clone();
+        let s = h.reader.borrow().clone();
         assert_eq!(s.state, State::Ready);
         assert_eq!(s.refreshes, 1);
         let first = s.served.clone().unwrap();
         // Just before the scheduled refresh nothing more has happened.
         tokio::time::sleep(Duration::from_secs(1700)).await;
-        assert_eq!(*src.calls.lock().unwrap(), 1);
-        // After it: one failure → retrying, still serving the first creds.
+        assert_eq!(h.calls(), 1);
+        // After it: failures → retrying, still serving the first creds.
         tokio::time::sleep(Duration::from_secs(100)).await;
-        let s = reader.borrow().clone();
+        let s = h.reader.borrow().clone();
         assert!(
-            s.state == State::Retrying || s.state == State::Ready,
+            matches!(s.state, State::Retrying | State::Ready),
             "{:?}",
             s.state
         );
         // Backoff then success: new credentials, before the old expired.
         tokio::time::sleep(Duration::from_secs(10)).await;
-        let s = reader.borrow().clone();
+        let s = h.reader.borrow().clone();
         assert_eq!(s.state, State::Ready);
         assert_eq!(s.refreshes, 2);
-        assert_eq!(*src.calls.lock().unwrap(), 4);
+        assert_eq!(h.calls(), 4);
         assert_ne!(s.served.unwrap().key_suffix, first.key_suffix);
-        cancel.cancel();
-        task.await.unwrap();
+        h.stop().await;
     }
 
     /// Wall clock = tokio time + a jump the test controls (suspend/resume or a
@@ -408,38 +445,18 @@ mod tests {
             base: base.clone(),
             jump: jump.clone(),
         };
-        let src = Arc::new(Script {
-            clock: base.clone(),
-            outcomes: Mutex::new(VecDeque::from([Ok(3600), Ok(3600)])),
-            calls: Mutex::new(0),
-        });
-        let (store, reader) = ProfileStore::new();
-        let (_tx, rx) = mpsc::channel(4);
-        let cancel = CancellationToken::new();
-        let task = tokio::spawn(run(
-            src.clone(),
-            store,
-            Arc::new(clock),
-            Settings {
-                profile: "p".into(),
-                refresh_before: Duration::from_secs(1800),
-                refresh_token_file: None,
-            },
-            rx,
-            cancel.clone(),
-        ));
+        let h = Harness::start(vec![Ok(3600), Ok(3600)], base, Arc::new(clock), None);
         tokio::time::sleep(Duration::from_secs(1)).await;
-        assert_eq!(reader.borrow().refreshes, 1);
+        assert_eq!(h.reader.borrow().refreshes, 1);
         // The laptop sleeps for 50 minutes: tokio time does not move, the wall clock does.
         *jump.lock().unwrap() = Duration::from_secs(50 * 60);
         tokio::time::sleep(MAX_SLEEP + Duration::from_secs(1)).await;
         assert_eq!(
-            reader.borrow().refreshes,
+            h.reader.borrow().refreshes,
             2,
             "refresh must happen at most MAX_SLEEP after resume"
         );
-        cancel.cancel();
-        task.await.unwrap();
+        h.stop().await;
     }
 
     #[tokio::test(start_paused = true)]
@@ -448,90 +465,36 @@ mod tests {
         let rt = dir.path().join("rt");
         std::fs::write(&rt, "revoked").unwrap();
         let clock = TokioClock::new(at(0));
-        let src = Arc::new(Script {
-            clock: clock.clone(),
-            outcomes: Mutex::new(VecDeque::from([
-                Err(UpstreamError::LoginRequired {
-                    service: "oidc",
-                    code: "invalid_grant".into(),
-                    message: "m".into(),
-                }),
-                Ok(3600),
-            ])),
-            calls: Mutex::new(0),
-        });
-        let (store, reader) = ProfileStore::new();
-        let (tx, rx) = mpsc::channel(4);
-        let cancel = CancellationToken::new();
-        let task = tokio::spawn(run(
-            src.clone(),
-            store,
-            Arc::new(clock.clone()),
-            Settings {
-                profile: "p".into(),
-                refresh_before: Duration::from_secs(1800),
-                refresh_token_file: Some(rt.clone()),
-            },
-            rx,
-            cancel.clone(),
-        ));
+        let h = Harness::start(
+            vec![Err(invalid_grant()), Ok(3600)],
+            clock.clone(),
+            Arc::new(clock),
+            Some(rt.clone()),
+        );
         tokio::time::sleep(Duration::from_secs(1)).await;
-        assert_eq!(reader.borrow().state, State::LoginRequired);
+        assert_eq!(h.reader.borrow().state, State::LoginRequired);
         // A spurious event (e.g. our own earlier write) does not cause a retry.
-        tx.send(Wake::TokenFileChanged).await.unwrap();
+        h.wake.send(Wake::TokenFileChanged).await.unwrap();
         tokio::time::sleep(Duration::from_secs(1)).await;
-        assert_eq!(*src.calls.lock().unwrap(), 1);
+        assert_eq!(h.calls(), 1);
         // A new login writes a new token: retried at once.
         crate::fsutil::write_atomic_private(&rt, b"fresh-login").unwrap();
-        tx.send(Wake::TokenFileChanged).await.unwrap();
+        h.wake.send(Wake::TokenFileChanged).await.unwrap();
         tokio::time::sleep(Duration::from_secs(1)).await;
-        assert_eq!(*src.calls.lock().unwrap(), 2);
-        assert_eq!(reader.borrow().state, State::Ready);
-        cancel.cancel();
-        task.await.unwrap();
+        assert_eq!(h.calls(), 2);
+        assert_eq!(h.reader.borrow().state, State::Ready);
+        h.stop().await;
     }
 
     #[tokio::test(start_paused = true)]
     async fn login_required_waits_for_a_wake() {
-        let clock = TokioClock::new(at(0));
-        let src = Arc::new(Script {
-            clock: clock.clone(),
-            outcomes: Mutex::new(VecDeque::from([
-                Err(UpstreamError::LoginRequired {
-                    service: "oidc",
-                    code: "invalid_grant".into(),
-                    message: "m".into(),
-                }),
-                Ok(3600),
-            ])),
-            calls: Mutex::new(0),
-        });
-        let (store, reader) = ProfileStore::new();
-        let (tx, rx) = mpsc::channel(4);
-        let cancel = CancellationToken::new();
-        let task = tokio::spawn(run(
-            src.clone(),
-            store,
-            Arc::new(clock.clone()),
-            Settings {
-                profile: "p".into(),
-                refresh_before: Duration::from_secs(1800),
-                refresh_token_file: None,
-            },
-            rx,
-            cancel.clone(),
-        ));
+        let h = Harness::simple(vec![Err(invalid_grant()), Ok(3600)]);
         tokio::time::sleep(Duration::from_secs(3600)).await;
-        assert_eq!(reader.borrow().state, State::LoginRequired);
-        assert_eq!(
-            *src.calls.lock().unwrap(),
-            1,
-            "no hammering while login is required"
-        );
-        tx.send(Wake::Hangup).await.unwrap();
+        assert_eq!(h.reader.borrow().state, State::LoginRequired);
+        assert_eq!(h.calls(), 1, "no hammering while login is required");
+        h.wake.send(Wake::Hangup).await.unwrap();
         tokio::time::sleep(Duration::from_secs(1)).await;
-        assert_eq!(reader.borrow().state, State::Ready);
-        cancel.cancel();
-        task.await.unwrap();
+        assert_eq!(h.reader.borrow().state, State::Ready);
+        h.stop().await;
     }
 }

@@ -16,6 +16,7 @@ pub mod aws;
 pub mod cognito;
 pub mod oidc;
 pub mod sts;
+pub mod token_store;
 pub mod userpool;
 
 use std::future::Future;

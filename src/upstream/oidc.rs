@@ -20,9 +20,9 @@ use url::Url;
 
 use crate::clock::SharedClock;
 use crate::config::{OidcConfig, check_upstream_url};
-use crate::fsutil;
 use crate::secret::{ExposeSecret, SecretString, secret};
 
+use super::token_store::{TokenFile, read_client_secret};
 use super::{IdToken, UpstreamError, short};
 
 const SERVICE: &str = "oidc";
@@ -56,6 +56,7 @@ struct Cache {
 /// OIDC refresh-token login.
 pub struct OidcLogin {
     cfg: OidcConfig,
+    token_file: TokenFile,
     http: reqwest::Client,
     clock: SharedClock,
     token_endpoint: Mutex<Option<Url>>,
@@ -94,6 +95,7 @@ impl OidcLogin {
     pub fn new(cfg: OidcConfig, clock: SharedClock) -> Result<Self, UpstreamError> {
         Ok(OidcLogin {
             token_endpoint: Mutex::new(cfg.token_endpoint.clone()),
+            token_file: TokenFile::new(cfg.refresh_token_file.clone(), SERVICE),
             cfg,
             http: http_client()?,
             clock,
@@ -161,69 +163,6 @@ impl OidcLogin {
         Ok(url)
     }
 
-    fn login_required(&self, code: &str, what: &str) -> UpstreamError {
-        UpstreamError::LoginRequired {
-            service: SERVICE,
-            code: code.into(),
-            message: format!(
-                "{what}; login required: write a new refresh token to {} (the daemon picks it up automatically, or send SIGHUP)",
-                self.cfg.refresh_token_file.display()
-            ),
-        }
-    }
-
-    fn save_rt(&self, rt: &SecretString) -> Result<(), UpstreamError> {
-        fsutil::write_atomic_private(&self.cfg.refresh_token_file, rt.expose_secret().as_bytes())
-            .map_err(|e| UpstreamError::Local {
-                message: format!(
-                    "cannot save the rotated refresh token to {}: {e}",
-                    self.cfg.refresh_token_file.display()
-                ),
-            })
-    }
-
-    fn read_rt(&self) -> Result<SecretString, UpstreamError> {
-        match fsutil::recover_interrupted_write(&self.cfg.refresh_token_file) {
-            Ok(true) => tracing::warn!(
-                path = %self.cfg.refresh_token_file.display(),
-                "recovered a rotated refresh token from an interrupted write"
-            ),
-            Ok(false) => {}
-            Err(e) => {
-                tracing::warn!(path = %self.cfg.refresh_token_file.display(), error = %e, "cannot check for an interrupted refresh-token write")
-            }
-        }
-        match fsutil::read_secret_file(&self.cfg.refresh_token_file) {
-            Ok(s) if !s.is_empty() => Ok(secret(s)),
-            Ok(_) => {
-                Err(self.login_required("no_refresh_token", "the refresh-token file is empty"))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Err(self.login_required("no_refresh_token", "no refresh-token file"))
-            }
-            Err(e) => Err(UpstreamError::Local {
-                message: format!("cannot read {}: {e}", self.cfg.refresh_token_file.display()),
-            }),
-        }
-    }
-
-    fn client_secret(&self) -> Result<Option<SecretString>, UpstreamError> {
-        self.cfg
-            .client_secret_file
-            .as_ref()
-            .map(|p| {
-                fsutil::read_secret_file(p)
-                    .map(secret)
-                    .map_err(|e| UpstreamError::Local {
-                        message: format!(
-                            "cannot read login.client_secret_file {}: {e}",
-                            p.display()
-                        ),
-                    })
-            })
-            .transpose()
-    }
-
     /// The cached id_token if fresh (and not `force`), else a refreshed one.
     pub async fn id_token(&self, force: bool) -> Result<IdToken, UpstreamError> {
         let mut cache = self.cache.lock().await;
@@ -237,13 +176,13 @@ impl OidcLogin {
         }
         let rt = match cache.pending_rt.take() {
             Some(p) => {
-                if let Err(e) = self.save_rt(&p) {
+                if let Err(e) = self.token_file.save(&p) {
                     cache.pending_rt = Some(p);
                     return Err(e);
                 }
                 p
             }
-            None => self.read_rt()?,
+            None => self.token_file.read()?,
         };
         let endpoint = self.endpoint().await?;
         let mut form: Vec<(&str, &str)> = vec![
@@ -254,7 +193,7 @@ impl OidcLogin {
         if let Some(s) = scope.as_deref() {
             form.push(("scope", s));
         }
-        let client_secret = self.client_secret()?;
+        let client_secret = read_client_secret(self.cfg.client_secret_file.as_deref())?;
         let mut req = self
             .http
             .post(endpoint.clone())
@@ -279,7 +218,7 @@ impl OidcLogin {
                 // Rotation: the old token is now dead. Persist the new one
                 // before anything else; keep it in memory if that fails.
                 let new_rt = secret(new_rt);
-                if let Err(e) = self.save_rt(&new_rt) {
+                if let Err(e) = self.token_file.save(&new_rt) {
                     cache.pending_rt = Some(new_rt);
                     cache.id_token = None;
                     return Err(e);
@@ -322,7 +261,7 @@ impl OidcLogin {
                     other => format!("the identity provider refused the refresh ({}{}{})", short(other), if desc.is_empty() { "" } else { ": " }, desc),
                 };
                 cache.id_token = None;
-                Err(self.login_required(&short(&err.error), &what))
+                Err(self.token_file.login_required(&short(&err.error), &what))
             }
             Err(_) => Err(UpstreamError::BadResponse {
                 service: SERVICE,

@@ -11,15 +11,16 @@ use tokio::sync::Mutex;
 
 use crate::clock::SharedClock;
 use crate::config::UserPoolConfig;
-use crate::fsutil;
-use crate::secret::{ExposeSecret, SecretString, secret};
+use crate::secret::{ExposeSecret, secret};
 
 use super::aws::classify;
+use super::token_store::{TokenFile, read_client_secret};
 use super::{IdToken, UpstreamError};
 
 /// Cognito user pool refresh-token login.
 pub struct UserPoolLogin {
     cfg: UserPoolConfig,
+    token_file: TokenFile,
     client: aws_sdk_cognitoidentityprovider::Client,
     clock: SharedClock,
     cache: Mutex<Option<IdToken>>,
@@ -40,46 +41,11 @@ impl UserPoolLogin {
     /// A login for this configuration.
     pub fn new(cfg: UserPoolConfig, sdk: &aws_config::SdkConfig, clock: SharedClock) -> Self {
         UserPoolLogin {
+            token_file: TokenFile::new(cfg.refresh_token_file.clone(), "cognito-idp"),
             cfg,
             client: aws_sdk_cognitoidentityprovider::Client::new(sdk),
             clock,
             cache: Mutex::new(None),
-        }
-    }
-
-    fn login_required(&self, code: &str, what: &str) -> UpstreamError {
-        UpstreamError::LoginRequired {
-            service: "cognito-idp",
-            code: code.into(),
-            message: format!(
-                "{what}; login required: write a new refresh token to {} (the daemon picks it up automatically, or send SIGHUP)",
-                self.cfg.refresh_token_file.display()
-            ),
-        }
-    }
-
-    fn read_rt(&self) -> Result<SecretString, UpstreamError> {
-        match fsutil::recover_interrupted_write(&self.cfg.refresh_token_file) {
-            Ok(true) => tracing::warn!(
-                path = %self.cfg.refresh_token_file.display(),
-                "recovered a rotated refresh token from an interrupted write"
-            ),
-            Ok(false) => {}
-            Err(e) => {
-                tracing::warn!(path = %self.cfg.refresh_token_file.display(), error = %e, "cannot check for an interrupted refresh-token write")
-            }
-        }
-        match fsutil::read_secret_file(&self.cfg.refresh_token_file) {
-            Ok(s) if !s.is_empty() => Ok(secret(s)),
-            Ok(_) => {
-                Err(self.login_required("no_refresh_token", "the refresh-token file is empty"))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Err(self.login_required("no_refresh_token", "no refresh-token file"))
-            }
-            Err(e) => Err(UpstreamError::Local {
-                message: format!("cannot read {}: {e}", self.cfg.refresh_token_file.display()),
-            }),
         }
     }
 
@@ -89,22 +55,19 @@ impl UserPoolLogin {
         if !force && let Some(t) = cache.as_ref().filter(|t| t.fresh_at(self.clock.now())) {
             return Ok(t.clone());
         }
-        let rt = self.read_rt()?;
+        let rt = self.token_file.read()?;
         let mut req = self
             .client
             .initiate_auth()
             .auth_flow(AuthFlowType::RefreshTokenAuth)
             .client_id(&self.cfg.client_id)
             .auth_parameters("REFRESH_TOKEN", rt.expose_secret());
-        if let Some(path) = &self.cfg.client_secret_file {
-            let s = fsutil::read_secret_file(path).map_err(|e| UpstreamError::Local {
-                message: format!(
-                    "cannot read login.client_secret_file {}: {e}",
-                    path.display()
-                ),
-            })?;
+        if let Some(s) = read_client_secret(self.cfg.client_secret_file.as_deref())? {
             let user = self.cfg.username.as_deref().unwrap_or_default();
-            req = req.auth_parameters("SECRET_HASH", secret_hash(&s, user, &self.cfg.client_id));
+            req = req.auth_parameters(
+                "SECRET_HASH",
+                secret_hash(s.expose_secret(), user, &self.cfg.client_id),
+            );
         }
         let out = req
             .send()
@@ -113,7 +76,7 @@ impl UserPoolLogin {
                 UpstreamError::Rejected { code, message, .. }
                     if code == "NotAuthorizedException" =>
                 {
-                    self.login_required(
+                    self.token_file.login_required(
                         &code,
                         &format!("the user pool rejected the refresh token ({message})"),
                     )
@@ -130,14 +93,7 @@ impl UserPoolLogin {
             .refresh_token()
             .filter(|n| !n.is_empty() && *n != rt.expose_secret())
         {
-            fsutil::write_atomic_private(&self.cfg.refresh_token_file, new_rt.as_bytes()).map_err(
-                |e| UpstreamError::Local {
-                    message: format!(
-                        "cannot save the rotated refresh token to {}: {e}",
-                        self.cfg.refresh_token_file.display()
-                    ),
-                },
-            )?;
+            self.token_file.save(&secret(new_rt))?;
         }
         let id = result
             .id_token()
