@@ -59,6 +59,8 @@ pub mod server;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;
+#[doc(hidden)]
+pub mod testing;
 pub mod upstream;
 pub mod watcher;
 

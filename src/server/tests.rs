@@ -13,11 +13,9 @@ use tower::ServiceExt;
 
 use super::*;
 use crate::clock::TestClock;
-use crate::creds::{AwsCredentials, Served};
-use crate::secret::secret;
-use crate::store::{ProfileEntry, ProfileInfo, ProfileStore, State};
+use crate::store::ProfileStore;
+use crate::testing::{self, ECS_TOKEN as ECS};
 
-const ECS: &str = "ecs-token-value";
 const PORT: u16 = 9911;
 
 struct Fixture {
@@ -27,54 +25,15 @@ struct Fixture {
     state: Arc<ServerState>,
 }
 
-fn creds(exp: SystemTime) -> AwsCredentials {
-    AwsCredentials {
-        access_key_id: "ASIATESTKEY00001234".into(),
-        secret_access_key: secret("the-secret-key"),
-        session_token: secret("the-session-token"),
-        expiration: exp,
-        account_id: Some("123456789012".into()),
-        role_arn: None,
-    }
-}
-
 fn fixture_with(imds_v1: bool, peer: SocketAddr) -> Fixture {
-    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-    let clock = TestClock::new(now);
-    let registry = Registry::default();
-    let (store, reader) = ProfileStore::new();
-    store.update(|s| {
-        s.served = Some(Arc::new(Served::render(
-            &creds(now + Duration::from_secs(3600)),
-            now,
-        )));
-        s.state = State::Ready;
-    });
-    registry.insert(
-        "default".into(),
-        ProfileEntry {
-            info: Arc::new(ProfileInfo {
-                role_name: "credbroker".into(),
-                region: "eu-west-1".into(),
-                login_kind: "oidc",
-                flow: "sts",
-                refresh_token_file: Some("/state/rt".into()),
-            }),
-            reader,
-        },
-    );
-    let state = Arc::new(ServerState {
-        registry,
-        imds_profile: "default".into(),
+    let clock = TestClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000));
+    let (state, store) = testing::server_state(
+        SocketAddr::from(([127, 0, 0, 1], PORT)),
+        Arc::new(clock.clone()),
+        "eu-west-1",
         imds_v1,
-        ecs_token: secret(ECS),
-        tokens: Default::default(),
-        hosts: ServerState::host_allow_list(
-            SocketAddr::from(([127, 0, 0, 1], PORT)),
-            &["imds.local:80".into()],
-        ),
-        clock: Arc::new(clock.clone()),
-    });
+        &["imds.local:80".into()],
+    );
     let app = router(state.clone(), true).layer(MockConnectInfo(peer));
     Fixture {
         app,
@@ -240,7 +199,7 @@ async fn every_imds_route_with_and_without_trailing_slash() {
     .await;
     let v: serde_json::Value = serde_json::from_str(&b).unwrap();
     assert_eq!(v["Code"], "Success");
-    assert_eq!(v["AccessKeyId"], "ASIATESTKEY00001234");
+    assert_eq!(v["AccessKeyId"], testing::ACCESS_KEY);
     assert!(v["Expiration"].as_str().unwrap().ends_with('Z'));
     assert!(v.get("AccountId").is_none());
     let (_, _, b) = send(
@@ -438,16 +397,16 @@ async fn ecs_needs_the_exact_token() {
         assert_eq!(s, StatusCode::OK, "{path}");
         assert_eq!(h.get("content-type").unwrap(), "application/json");
         let v: serde_json::Value = serde_json::from_str(&b).unwrap();
-        assert_eq!(v["Token"], "the-session-token");
+        assert_eq!(v["Token"], testing::SESSION_TOKEN);
         assert_eq!(v["AccountId"], "123456789012");
     }
     let bad = [
         "",
-        "Bearer ecs-token-value",
-        "ECS-TOKEN-VALUE",
-        "ecs-token-value\n",
-        "ecs-token-valu",
-        "ecs-token-value ",
+        "Bearer fixture-ecs-token",
+        "FIXTURE-ECS-TOKEN",
+        "fixture-ecs-token\n",
+        "fixture-ecs-toke",
+        "fixture-ecs-token ",
     ];
     for t in bad {
         let mut r = req(Method::GET, "/v1/credentials/default");
@@ -570,7 +529,12 @@ async fn health_ready_and_status() {
     let p = &v["profiles"]["default"];
     assert_eq!(p["state"], "ready");
     assert_eq!(p["access_key_id_suffix"], "1234");
-    for secret in ["the-secret-key", "the-session-token", "ASIATESTKEY", ECS] {
+    for secret in [
+        testing::SECRET_KEY,
+        testing::SESSION_TOKEN,
+        testing::ACCESS_KEY,
+        ECS,
+    ] {
         assert!(!b.contains(secret), "status leaks {secret}");
     }
 }
