@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use reqwest::header::{ACCEPT, CACHE_CONTROL};
+use reqwest::header::ACCEPT;
 use serde::Deserialize;
 use tokio::sync::Mutex;
 use url::Url;
@@ -204,7 +204,6 @@ impl OidcLogin {
         }
         let resp = req.form(&form).send().await.map_err(|e| transport(&e))?;
         let status = resp.status();
-        let _ = resp.headers().get(CACHE_CONTROL);
         if status.is_success() {
             let body: TokenResponse =
                 resp.json().await.map_err(|_| UpstreamError::BadResponse {
