@@ -48,6 +48,11 @@ pub enum Command {
         /// Point clients at the IMDS endpoint instead of the ECS endpoint.
         #[arg(long)]
         imds: bool,
+        /// Print the ECS token itself (AWS_CONTAINER_AUTHORIZATION_TOKEN) instead
+        /// of its file, for clients that cannot read the token file (older Go
+        /// and Ruby SDKs). The output then contains a secret.
+        #[arg(long, conflicts_with = "imds")]
+        inline_token: bool,
     },
 }
 
@@ -78,8 +83,22 @@ pub fn daemon_addr(cfg: &Config) -> SocketAddr {
         .unwrap_or(cfg.server.listen)
 }
 
+/// How `credbroker env` hands the ECS token to clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenMode {
+    /// `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE` (re-read by the SDK per fetch).
+    File,
+    /// `AWS_CONTAINER_AUTHORIZATION_TOKEN` with the value itself.
+    Inline,
+}
+
 /// `credbroker env`.
-pub fn env_lines(cfg: &Config, profile: Option<&str>, imds: bool) -> Result<String, StartupError> {
+pub fn env_lines(
+    cfg: &Config,
+    profile: Option<&str>,
+    imds: bool,
+    token: TokenMode,
+) -> Result<String, StartupError> {
     let base = base_url(daemon_addr(cfg));
     if imds {
         if !cfg.server.imds {
@@ -106,9 +125,26 @@ pub fn env_lines(cfg: &Config, profile: Option<&str>, imds: bool) -> Result<Stri
             cfg.profiles.keys().cloned().collect::<Vec<_>>().join(", ")
         )));
     }
+    let token_line = match token {
+        TokenMode::File => format!(
+            "export AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE={}",
+            shell_quote(&cfg.server.ecs_token_file.display().to_string())
+        ),
+        TokenMode::Inline => {
+            let t = crate::fsutil::read_secret_file(&cfg.server.ecs_token_file).map_err(|e| {
+                StartupError::Unavailable(format!(
+                    "cannot read the ECS token file {}: {e} (start the daemon once to create it)",
+                    cfg.server.ecs_token_file.display()
+                ))
+            })?;
+            format!(
+                "export AWS_CONTAINER_AUTHORIZATION_TOKEN={}",
+                shell_quote(&t)
+            )
+        }
+    };
     Ok(format!(
-        "export AWS_CONTAINER_CREDENTIALS_FULL_URI={base}/v1/credentials/{p}\nexport AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE={}\n",
-        shell_quote(&cfg.server.ecs_token_file.display().to_string())
+        "export AWS_CONTAINER_CREDENTIALS_FULL_URI={base}/v1/credentials/{p}\n{token_line}\n"
     ))
 }
 
@@ -221,4 +257,94 @@ fn render_status(addr: SocketAddr, v: &serde_json::Value) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(dir: &std::path::Path) -> Config {
+        let text = format!(
+            r#"
+[server]
+listen = "127.0.0.1:7777"
+ecs_token_file = "{0}/my tokens/ecs-token"
+runtime_dir = "{0}/run"
+[profiles.default]
+login = {{ kind = "none" }}
+aws = {{ flow = "cognito", identity_pool_id = "us-east-1:x" }}
+[profiles.dev]
+login = {{ kind = "none" }}
+aws = {{ flow = "cognito", identity_pool_id = "us-east-1:y" }}
+"#,
+            dir.display()
+        );
+        config::load_str(&text, std::path::Path::new("c.toml"), &Env::new()).unwrap()
+    }
+
+    #[test]
+    fn env_prints_the_live_address_and_token_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = cfg(dir.path());
+        let out = env_lines(&c, None, false, TokenMode::File).unwrap();
+        assert!(
+            out.contains(
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI=http://127.0.0.1:7777/v1/credentials/default\n"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!(
+                "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE='{}/my tokens/ecs-token'",
+                dir.path().display()
+            )),
+            "{out}"
+        );
+        // The running daemon's address wins over server.listen.
+        std::fs::create_dir_all(dir.path().join("run")).unwrap();
+        let info = DaemonInfo {
+            pid: 1,
+            listen: "127.0.0.1:4242".parse().unwrap(),
+            ecs_token_file: "x".into(),
+            version: "v".into(),
+        };
+        std::fs::write(
+            dir.path().join("run").join(DAEMON_FILE),
+            serde_json::to_vec(&info).unwrap(),
+        )
+        .unwrap();
+        let out = env_lines(&c, Some("dev"), false, TokenMode::File).unwrap();
+        assert!(
+            out.contains("http://127.0.0.1:4242/v1/credentials/dev\n"),
+            "{out}"
+        );
+        assert_eq!(
+            env_lines(&c, None, true, TokenMode::File).unwrap(),
+            "export AWS_EC2_METADATA_SERVICE_ENDPOINT=http://127.0.0.1:4242/\n"
+        );
+        assert!(matches!(
+            env_lines(&c, Some("nope"), false, TokenMode::File),
+            Err(StartupError::Usage(_))
+        ));
+        assert!(matches!(
+            env_lines(&c, Some("dev"), true, TokenMode::File),
+            Err(StartupError::Usage(_))
+        ));
+    }
+
+    #[test]
+    fn inline_token_reads_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = cfg(dir.path());
+        assert!(matches!(
+            env_lines(&c, None, false, TokenMode::Inline),
+            Err(StartupError::Unavailable(_))
+        ));
+        crate::fsutil::write_atomic_private(&c.server.ecs_token_file, b"tok-123").unwrap();
+        let out = env_lines(&c, None, false, TokenMode::Inline).unwrap();
+        assert!(
+            out.ends_with("export AWS_CONTAINER_AUTHORIZATION_TOKEN=tok-123\n"),
+            "{out}"
+        );
+    }
 }

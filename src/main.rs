@@ -58,8 +58,20 @@ async fn run(cli: Cli) -> Result<(), StartupError> {
             print!("{}", cli::status(&config, json).await?);
             Ok(())
         }
-        Command::Env { profile, imds } => {
-            print!("{}", cli::env_lines(&config, profile.as_deref(), imds)?);
+        Command::Env {
+            profile,
+            imds,
+            inline_token,
+        } => {
+            let token = if inline_token {
+                cli::TokenMode::Inline
+            } else {
+                cli::TokenMode::File
+            };
+            print!(
+                "{}",
+                cli::env_lines(&config, profile.as_deref(), imds, token)?
+            );
             Ok(())
         }
     }
