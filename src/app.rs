@@ -26,6 +26,9 @@ use crate::upstream::Chain;
 /// How long in-flight work may take to finish after SIGTERM.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
+/// Shortest ECS token accepted from a file (a generated one has 43 characters).
+pub const MIN_ECS_TOKEN_LEN: usize = 16;
+
 /// The file in the runtime dir that tells client commands where we listen.
 pub const DAEMON_FILE: &str = "daemon.json";
 
@@ -33,10 +36,12 @@ pub const DAEMON_FILE: &str = "daemon.json";
 /// 0600 in a 0700 directory) if the file does not exist.
 pub fn ecs_token(path: &Path) -> Result<SecretString, StartupError> {
     match fsutil::read_secret_file(path) {
-        Ok(t) if !t.is_empty() => Ok(secret(t)),
-        Ok(_) => Err(StartupError::Other(format!(
-            "ECS token file {} is empty; delete it to have a new token generated",
-            path.display()
+        Ok(t) if t.len() >= MIN_ECS_TOKEN_LEN => Ok(secret(t)),
+        Ok(t) => Err(StartupError::Usage(format!(
+            "ECS token file {} holds {} characters; at least {MIN_ECS_TOKEN_LEN} are needed \
+             (delete the file to have a strong one generated)",
+            path.display(),
+            t.len()
         ))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             use base64::Engine;
@@ -183,6 +188,10 @@ pub async fn run(
     );
 
     let info_path = config.server.runtime_dir.join(DAEMON_FILE);
+    fsutil::remove_stale_temps(&info_path);
+    for p in config.profiles.values() {
+        fsutil::remove_stale_temps(&p.aws.identity_id_file);
+    }
     let info = DaemonInfo {
         pid: std::process::id(),
         listen: addr,
@@ -246,4 +255,27 @@ pub async fn run(
         let _ = std::fs::remove_file(&info_path);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::ExposeSecret;
+
+    #[test]
+    fn ecs_token_is_created_strong_and_weak_ones_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("run").join("ecs-token");
+        let t = ecs_token(&p).unwrap();
+        assert_eq!(t.expose_secret().len(), 43);
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), t.expose_secret());
+        assert_eq!(ecs_token(&p).unwrap().expose_secret(), t.expose_secret());
+        std::fs::write(&p, "abcd").unwrap();
+        let e = ecs_token(&p).unwrap_err();
+        assert_eq!(e.exit_code(), crate::EXIT_USAGE);
+        assert!(
+            e.to_string().contains("4 characters") && !e.to_string().contains("abcd"),
+            "{e}"
+        );
+    }
 }

@@ -129,6 +129,27 @@ pub fn recover_interrupted_write(path: &Path) -> io::Result<bool> {
     Ok(rolled)
 }
 
+/// Remove temp files a killed [`write_atomic_private`] of `path` left behind
+/// (for files whose content is re-creatable, unlike a rotated refresh token:
+/// see [`recover_interrupted_write`]).
+pub fn remove_stale_temps(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let prefix = format!(".{}.tmp.", name.to_string_lossy());
+    if let Ok(entries) = fs::read_dir(if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    }) {
+        for e in entries.filter_map(Result::ok) {
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
 /// How a secret file's permissions look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exposure {

@@ -15,7 +15,7 @@
 //! was suspended (monotonic timers stop) or whose clock jumped re-checks its
 //! deadline on resume instead of oversleeping past expiry.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -97,36 +97,59 @@ enum Waited {
     Cancelled,
 }
 
-/// Sleep until `deadline` (wall clock), in bounded chunks. Wakes are honoured
-/// only when `wakeable`; otherwise they are drained and ignored.
+/// Which wakes may cut a wait short.
+#[derive(Debug, Clone, Copy)]
+enum Accept<'a> {
+    /// None (credentials are fresh; the schedule stands).
+    Nothing,
+    /// SIGHUP, or a refresh-token file that really differs from what it was
+    /// when the wait began. Our own rotation write also fires the watcher, so
+    /// an event alone proves nothing: without this check every rotation would
+    /// end the backoff at once (a retry storm).
+    Change {
+        file: Option<&'a Path>,
+        seen: Option<(u64, u64, i64, i64)>,
+    },
+}
+
+impl Accept<'_> {
+    fn accepts(&self, w: Wake) -> bool {
+        match (self, w) {
+            (Accept::Nothing, _) => false,
+            (Accept::Change { .. }, Wake::Hangup) => true,
+            (Accept::Change { file, seen }, Wake::TokenFileChanged) => {
+                let now = file.and_then(fsutil::fingerprint);
+                now.is_some() && now != *seen
+            }
+        }
+    }
+}
+
+/// Sleep until `deadline` (wall clock; `None` = until woken), in bounded
+/// chunks so suspend/resume and clock jumps are noticed.
 async fn wait_until(
     clock: &SharedClock,
-    deadline: SystemTime,
+    deadline: Option<SystemTime>,
     wake: &mut mpsc::Receiver<Wake>,
-    wakeable: bool,
+    accept: Accept<'_>,
     cancel: &CancellationToken,
 ) -> Waited {
+    let mut wake_open = true;
     loop {
-        let Ok(left) = deadline.duration_since(clock.now()) else {
-            return Waited::Deadline;
+        let left = match deadline {
+            Some(d) => match d.duration_since(clock.now()) {
+                Ok(left) if !left.is_zero() => left.min(MAX_SLEEP),
+                _ => return Waited::Deadline,
+            },
+            None => MAX_SLEEP,
         };
-        if left.is_zero() {
-            return Waited::Deadline;
-        }
         tokio::select! {
-            () = tokio::time::sleep(left.min(MAX_SLEEP)) => {}
-            w = wake.recv() => {
-                if w.is_some() && wakeable {
-                    return Waited::Woken;
-                }
-                if w.is_none() {
-                    // No more wake sources: just sleep.
-                    tokio::select! {
-                        () = tokio::time::sleep(left.min(MAX_SLEEP)) => {}
-                        () = cancel.cancelled() => return Waited::Cancelled,
-                    }
-                }
-            }
+            () = tokio::time::sleep(left) => {}
+            w = wake.recv(), if wake_open => match w {
+                Some(w) if accept.accepts(w) => return Waited::Woken,
+                Some(_) => {}
+                None => wake_open = false,
+            },
             () = cancel.cancelled() => return Waited::Cancelled,
         }
     }
@@ -142,6 +165,7 @@ pub async fn run<S: CredentialSource>(
     cancel: CancellationToken,
 ) {
     let profile = settings.profile.as_str();
+    let token_file = settings.refresh_token_file.as_deref();
     let mut failures: u32 = 0;
     loop {
         let result = tokio::select! {
@@ -175,15 +199,14 @@ pub async fn run<S: CredentialSource>(
                     s.refreshes += 1;
                     s.failures = 0;
                 });
-                if let Waited::Cancelled = wait_until(&clock, next, &mut wake, false, &cancel).await
+                if let Waited::Cancelled =
+                    wait_until(&clock, Some(next), &mut wake, Accept::Nothing, &cancel).await
                 {
                     return;
                 }
             }
             Err(e) if e.is_login_required() => {
                 failures += 1;
-                let token_file = settings.refresh_token_file.clone();
-                let seen = token_file.as_deref().and_then(fsutil::fingerprint);
                 tracing::error!(profile, error = %e, "login required; not retrying until the refresh token changes or SIGHUP");
                 store.update(|s| {
                     s.state = State::LoginRequired;
@@ -195,23 +218,14 @@ pub async fn run<S: CredentialSource>(
                     s.next_refresh = None;
                     s.failures = failures;
                 });
-                loop {
-                    tokio::select! {
-                        w = wake.recv() => match w {
-                            Some(Wake::Hangup) => break,
-                            Some(Wake::TokenFileChanged) => {
-                                let fp = token_file.as_deref().and_then(fsutil::fingerprint);
-                                if fp.is_some() && fp != seen {
-                                    break;
-                                }
-                            }
-                            None => {
-                                cancel.cancelled().await;
-                                return;
-                            }
-                        },
-                        () = cancel.cancelled() => return,
-                    }
+                let accept = Accept::Change {
+                    file: token_file,
+                    seen: token_file.and_then(fsutil::fingerprint),
+                };
+                if let Waited::Cancelled =
+                    wait_until(&clock, None, &mut wake, accept, &cancel).await
+                {
+                    return;
                 }
                 tracing::info!(profile, "refresh token changed (or SIGHUP); trying again");
             }
@@ -243,7 +257,12 @@ pub async fn run<S: CredentialSource>(
                     s.next_refresh = Some(next);
                     s.failures = failures;
                 });
-                if let Waited::Cancelled = wait_until(&clock, next, &mut wake, true, &cancel).await
+                let accept = Accept::Change {
+                    file: token_file,
+                    seen: token_file.and_then(fsutil::fingerprint),
+                };
+                if let Waited::Cancelled =
+                    wait_until(&clock, Some(next), &mut wake, accept, &cancel).await
                 {
                     return;
                 }
@@ -483,6 +502,47 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert_eq!(h.calls(), 2);
         assert_eq!(h.reader.borrow().state, State::Ready);
+        h.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn backoff_is_cut_short_only_by_a_real_change_or_sighup() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = dir.path().join("rt");
+        // The source rotated (wrote) the token during the failed attempt.
+        std::fs::write(&rt, "rotated").unwrap();
+        let clock = TokioClock::new(at(0));
+        let h = Harness::start(
+            vec![
+                Err(transport()),
+                Err(transport()),
+                Err(transport()),
+                Ok(3600),
+            ],
+            clock.clone(),
+            Arc::new(clock),
+            Some(rt.clone()),
+        );
+        let tick = Duration::from_millis(10); // far below the first backoff (≥ 0.5 s)
+        tokio::time::sleep(tick).await;
+        assert_eq!(h.calls(), 1);
+        // The watcher reports our own write late: must not end the backoff.
+        h.wake.send(Wake::TokenFileChanged).await.unwrap();
+        tokio::time::sleep(tick).await;
+        assert_eq!(
+            h.calls(),
+            1,
+            "a stale file event ended the backoff (retry storm)"
+        );
+        // SIGHUP does.
+        h.wake.send(Wake::Hangup).await.unwrap();
+        tokio::time::sleep(tick).await;
+        assert_eq!(h.calls(), 2);
+        // So does a token that really changed (a new login).
+        crate::fsutil::write_atomic_private(&rt, b"new-login").unwrap();
+        h.wake.send(Wake::TokenFileChanged).await.unwrap();
+        tokio::time::sleep(tick).await;
+        assert_eq!(h.calls(), 3);
         h.stop().await;
     }
 

@@ -67,6 +67,17 @@ pub async fn guard(
     if browser(headers) {
         return refuse("browser request");
     }
+    // More than one Host line is malformed (RFC 9112 §3.2: 400), and a guard
+    // that read only the first one could be steered by the second.
+    if headers.get_all(header::HOST).iter().nth(1).is_some() {
+        tracing::debug!(reason = "duplicate Host", "request refused");
+        return (
+            StatusCode::BAD_REQUEST,
+            [(header::CONTENT_TYPE, "text/plain")],
+            "bad request",
+        )
+            .into_response();
+    }
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
     match host {
         Some(h) if host_allowed(&state, h) => {}

@@ -28,8 +28,13 @@ fn text(status: StatusCode, body: impl Into<axum::body::Body>) -> Response {
     (status, [(header::CONTENT_TYPE, "text/plain")], body.into()).into_response()
 }
 
-/// `PUT /latest/api/token`.
-pub async fn token(State(st): State<Arc<ServerState>>, headers: HeaderMap) -> Response {
+/// `PUT /latest/api/token`. The body is read (and so held to the 1 KiB
+/// request limit, chunked or not: 413 beyond it) and ignored.
+pub async fn token(
+    State(st): State<Arc<ServerState>>,
+    headers: HeaderMap,
+    _body: axum::body::Bytes,
+) -> Response {
     let ttl = headers
         .get(&TTL_HEADER)
         .and_then(|v| v.to_str().ok())

@@ -633,3 +633,32 @@ async fn oversize_bodies_are_refused() {
         .unwrap();
     assert_eq!(send(&f.app, r).await.0, StatusCode::PAYLOAD_TOO_LARGE);
 }
+
+#[tokio::test]
+async fn duplicate_host_headers_are_a_bad_request() {
+    let f = fixture();
+    let r = req(Method::GET, "/v1/credentials/default")
+        .header("host", "evil.example")
+        .header("authorization", ECS)
+        .body(Body::empty())
+        .unwrap();
+    let (s, _, b) = send(&f.app, r).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(!b.contains("ASIA"));
+}
+
+#[tokio::test]
+async fn undeclared_oversize_bodies_are_refused_on_token_put() {
+    // No Content-Length (as with chunked encoding): the limit applies as the body is read.
+    let f = fixture();
+    let r = req(Method::PUT, "/latest/api/token")
+        .header(TTL_HEADER, "60")
+        .body(Body::from(vec![b'x'; 2048]))
+        .unwrap();
+    assert_eq!(send(&f.app, r).await.0, StatusCode::PAYLOAD_TOO_LARGE);
+    let r = req(Method::PUT, "/latest/api/token")
+        .header(TTL_HEADER, "60")
+        .body(Body::from(vec![b'x'; 100]))
+        .unwrap();
+    assert_eq!(send(&f.app, r).await.0, StatusCode::OK);
+}

@@ -27,8 +27,9 @@ use crate::config::{LoginConfig, ProfileConfig};
 use crate::creds::AwsCredentials;
 use crate::secret::SecretString;
 
-/// Reuse a cached id_token only while it has at least this much life left:
-/// far more than an exchange takes, with room for clock skew against AWS.
+/// Reuse a cached id_token only while it has at least this much life left
+/// (or half its lifetime, for IdPs that issue shorter ones): far more than an
+/// exchange takes, with room for clock skew against AWS.
 pub const ID_TOKEN_MIN_TTL: Duration = Duration::from_secs(5 * 60);
 
 /// Why an upstream attempt failed. Each variant's doc names the refresher's
@@ -149,36 +150,56 @@ pub struct IdToken {
     pub token: SecretString,
     /// Its `exp` claim, when readable.
     pub expires_at: Option<SystemTime>,
+    /// Its lifetime (`exp − iat`), when readable.
+    pub lifetime: Option<Duration>,
 }
 
 impl IdToken {
     /// Wrap a JWT, reading `exp` from its payload (no signature check: AWS
     /// validates the token; we only need to know when to refresh it).
     pub fn from_jwt(jwt: String) -> Self {
-        let expires_at = jwt_exp(&jwt);
+        let (expires_at, issued_at) = jwt_times(&jwt);
+        let lifetime = match (issued_at, expires_at) {
+            (Some(i), Some(e)) => e.duration_since(i).ok(),
+            _ => None,
+        };
         IdToken {
             token: SecretString::from(jwt),
             expires_at,
+            lifetime,
         }
     }
 
     /// Still good for an exchange at `now`?
     pub fn fresh_at(&self, now: SystemTime) -> bool {
+        let needed = match self.lifetime {
+            Some(l) => ID_TOKEN_MIN_TTL.min(l / 2),
+            None => ID_TOKEN_MIN_TTL,
+        };
         self.expires_at
             .and_then(|e| e.duration_since(now).ok())
-            .is_some_and(|left| left > ID_TOKEN_MIN_TTL)
+            .is_some_and(|left| left > needed)
     }
 }
 
-fn jwt_exp(jwt: &str) -> Option<SystemTime> {
+/// `exp` and `iat` of a JWT (payload only; no signature check).
+fn jwt_times(jwt: &str) -> (Option<SystemTime>, Option<SystemTime>) {
     use base64::Engine;
-    let payload = jwt.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    let exp = v.get("exp")?.as_f64()?;
-    (exp > 0.0).then(|| SystemTime::UNIX_EPOCH + Duration::from_secs_f64(exp))
+    let Some(v) = jwt.split('.').nth(1).and_then(|payload| {
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload.trim_end_matches('='))
+            .ok()?;
+        serde_json::from_slice::<serde_json::Value>(&bytes).ok()
+    }) else {
+        return (None, None);
+    };
+    let time = |k: &str| {
+        v.get(k)
+            .and_then(serde_json::Value::as_f64)
+            .filter(|t| t.is_finite() && *t > 0.0 && *t < 1e12)
+            .map(|t| SystemTime::UNIX_EPOCH + Duration::from_secs_f64(t))
+    };
+    (time("exp"), time("iat"))
 }
 
 /// The identity layer of a profile.
@@ -311,6 +332,16 @@ mod tests {
         assert!(t.fresh_at(SystemTime::UNIX_EPOCH + Duration::from_secs(1_999_000_000)));
         assert!(!t.fresh_at(SystemTime::UNIX_EPOCH + Duration::from_secs(1_999_999_800)));
         assert!(IdToken::from_jwt("not-a-jwt".into()).expires_at.is_none());
+        // Short-lived tokens (60 s) are reused for the first half of their life.
+        let p = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(br#"{"iat":2000000000,"exp":2000000060}"#);
+        let t = IdToken::from_jwt(format!("h.{p}.s"));
+        let iat = SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000_000);
+        assert!(t.fresh_at(iat + Duration::from_secs(29)));
+        assert!(!t.fresh_at(iat + Duration::from_secs(31)));
+        // Absurd values are ignored, not a panic.
+        let p = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"exp":1e308}"#);
+        assert!(IdToken::from_jwt(format!("h.{p}.s")).expires_at.is_none());
         assert!(!IdToken::from_jwt("not-a-jwt".into()).fresh_at(SystemTime::now()));
     }
 
