@@ -524,6 +524,16 @@ fn is_loopback_host(url: &Url) -> bool {
     }
 }
 
+/// A profile name: a TOML bare key (so `[profiles.NAME]` needs no quoting and
+/// `CREDBROKER__PROFILES__NAME__KEY` works), also safe in URL paths and file
+/// names.
+fn valid_profile_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
@@ -651,10 +661,10 @@ fn validate(raw: RawConfig, path: &Path, env: &Env) -> Result<Config, ConfigErro
 
 fn validate_profile(v: &V<'_>, name: &str, p: RawProfile) -> Result<ProfileConfig, ConfigError> {
     let k = |s: &str| format!("profiles.{name}.{s}");
-    if !valid_name(name) {
+    if !valid_profile_name(name) {
         return Err(v.err(
             format!("profiles.{name}"),
-            "profile names may use letters, digits, '-', '_' and '.' (at most 64)",
+            "profile names may use letters, digits, '-' and '_' (at most 64)",
         ));
     }
     let state_dir = p.state_dir.unwrap_or_else(|| v.dirs.state.join(name));
@@ -1245,6 +1255,20 @@ identity_pool_id = "eu-west-1:1234"
         e.insert("AWS_ENDPOINT_URL".into(), "http://10.0.0.1:5000".into());
         let err = load_str(GOOD, &e).unwrap_err();
         assert_eq!(err.origin, "environment variable AWS_ENDPOINT_URL", "{err}");
+    }
+
+    #[test]
+    fn profile_names_are_bare_keys_and_display_reloads() {
+        let quoted = GOOD.replace("[profiles.default", "[profiles.\"dev.eu\"");
+        let e = err_of(&quoted);
+        assert_eq!(e.key.as_deref(), Some("profiles.dev.eu"), "{e}");
+        // The check-config output is itself a loadable config with the same meaning.
+        let c = super::load_str(GOOD, Path::new("a.toml"), &env()).unwrap();
+        let again = super::load_str(&c.to_string(), Path::new("b.toml"), &env()).unwrap();
+        assert_eq!(
+            c.to_string().lines().skip(1).collect::<Vec<_>>(),
+            again.to_string().lines().skip(1).collect::<Vec<_>>()
+        );
     }
 
     #[test]
