@@ -14,6 +14,9 @@ import pytest
 
 import harness as h
 
+# Figures of the adversarial suite → docs/security.md at the end of the session.
+pytest_plugins = ["security_report"]
+
 
 def pytest_configure(config: pytest.Config) -> None:
     # boto3 calls made by the harness itself must not see a developer's AWS setup.
