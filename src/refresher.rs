@@ -58,7 +58,7 @@ pub fn refresh_at(
     let lifetime = expiry.duration_since(now).unwrap_or(Duration::ZERO);
     let lead = refresh_before.min(lifetime / 2);
     let spread = (lead / 10).min(Duration::from_secs(60));
-    let at = expiry - lead - spread.mul_f64(jitter.clamp(0.0, 1.0));
+    let at = expiry - lead - spread.mul_f64(unit(jitter));
     at.max(now + MIN_INTERVAL.min(lifetime / 2))
 }
 
@@ -68,7 +68,12 @@ pub fn refresh_at(
 pub fn backoff(failures: u32, jitter: f64) -> Duration {
     let exp = failures.saturating_sub(1).min(16);
     let d = BACKOFF_BASE.saturating_mul(1u32 << exp).min(BACKOFF_CAP);
-    d / 2 + (d / 2).mul_f64(jitter.clamp(0.0, 1.0))
+    d / 2 + (d / 2).mul_f64(unit(jitter))
+}
+
+/// `x` clamped to `[0, 1]` (NaN → 0), safe for `Duration::mul_f64`.
+fn unit(x: f64) -> f64 {
+    if x.is_nan() { 0.0 } else { x.clamp(0.0, 1.0) }
 }
 
 /// A random number in `[0, 1)`.
@@ -310,6 +315,8 @@ mod tests {
         assert_eq!(backoff(4, 1.0), Duration::from_secs(8));
         assert_eq!(backoff(30, 1.0), BACKOFF_CAP);
         assert!(backoff(30, 0.0) >= BACKOFF_CAP / 2);
+        assert_eq!(backoff(1, f64::NAN), Duration::from_millis(500));
+        assert!(refresh_at(at(0), at(3600), Duration::from_secs(1800), f64::NAN) <= at(1800));
         for n in 1..40 {
             assert!(backoff(n, random_unit()) <= BACKOFF_CAP);
         }

@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# Run every test: formatting and lints, unit + router tests (cargo test), then
-# the end-to-end suite that drives the built binary against moto (AWS) and
-# oidc-provider (a real OpenID provider) with real SDK clients.
+# Run every test: formatting and lints, unit + router + property tests (cargo
+# test), bounded fuzzing (fuzz/run.sh), then the end-to-end suite that drives
+# the built binary against moto (AWS) and oidc-provider (a real OpenID
+# provider) with real SDK clients: scenarios, the SDK compatibility matrix
+# (writes docs/compatibility.md) and the adversarial suite (writes
+# docs/security.md). CREDBROKER_LONG=1 runs the long crash loops;
+# FUZZ_SECONDS=N fuzzes longer.
 # Installs what it needs first (tests/setup.sh: .venv + npm ci); idempotent.
 # Usage: tests/run.sh            (from anywhere)
 set -euo pipefail
@@ -16,5 +20,9 @@ cargo clippy --locked --all-targets -- -D warnings
 # The binary and the Rust SDK test client (examples/sdk_probe.rs) for the e2e suite.
 cargo build --locked --bins --examples
 cargo test --locked
+# Bounded fuzzing (FUZZ_SECONDS per target, default 60; needs nightly, else a
+# loud skip): before pytest, whose session end writes docs/security.md from
+# target/security/*.json, fuzz figures included.
+fuzz/run.sh
 .venv/bin/python -m pytest tests/e2e -q -p no:cacheprovider -rA --durations=10
 echo "tests/run.sh: all tests passed in $(( $(date +%s) - start )) s"

@@ -32,6 +32,11 @@ use crate::secret::SecretString;
 /// exchange takes, with room for clock skew against AWS.
 pub const ID_TOKEN_MIN_TTL: Duration = Duration::from_secs(5 * 60);
 
+/// Longest credential lifetime we accept: STS issues at most 12 h (36 h for
+/// `GetSessionToken`, which we never call); anything later is a bad response
+/// or a broken clock, and must not be served or scheduled against.
+pub const MAX_CREDENTIAL_LIFETIME: Duration = Duration::from_secs(36 * 3600);
+
 /// Why an upstream attempt failed. Each variant's doc names the refresher's
 /// reaction.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -305,10 +310,17 @@ impl CredentialSource for Chain {
                 message: "credentials with an empty field".into(),
             });
         }
-        if creds.expiration <= self.clock.now() {
+        let now = self.clock.now();
+        if creds.expiration <= now {
             return Err(UpstreamError::BadResponse {
                 service: "aws",
                 message: "credentials that have already expired (check the system clock)".into(),
+            });
+        }
+        if creds.expiration > now + MAX_CREDENTIAL_LIFETIME {
+            return Err(UpstreamError::BadResponse {
+                service: "aws",
+                message: "credentials with an implausible expiration (more than 36 h ahead; check the system clock)".into(),
             });
         }
         Ok(creds)
