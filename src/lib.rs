@@ -33,6 +33,7 @@
 //! | [`watcher`] | file-change notifications → wake a profile's refresher | – |
 //! | [`app`] | composition root: the only place that spawns long-lived tasks | everything |
 //! | [`cli`] | `check-config`, `status`, `env` client commands | `config` |
+//! | `testing` | fixtures for unit, socket and fuzz tests (hidden) | `server`, `store` |
 //!
 //! Two rules hold throughout: the server never imports upstream code (the
 //! serving path answers from memory in microseconds), and secrets never reach
