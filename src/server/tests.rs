@@ -62,13 +62,35 @@ async fn send(app: &Router, r: Request<Body>) -> (StatusCode, axum::http::Header
     (status, headers, String::from_utf8_lossy(&body).into_owned())
 }
 
+/// `method path` with `headers` and no body.
+async fn call(
+    app: &Router,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, axum::http::HeaderMap, String) {
+    let mut r = req(method, path);
+    for (k, v) in headers {
+        r = r.header(*k, *v);
+    }
+    send(app, r.body(Body::empty()).unwrap()).await
+}
+
+/// `GET path` with `headers`.
+async fn get(
+    app: &Router,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, axum::http::HeaderMap, String) {
+    call(app, Method::GET, path, headers).await
+}
+
 async fn token(app: &Router) -> String {
-    let (s, h, body) = send(
+    let (s, h, body) = call(
         app,
-        req(Method::PUT, "/latest/api/token")
-            .header(TTL_HEADER, "21600")
-            .body(Body::empty())
-            .unwrap(),
+        Method::PUT,
+        "/latest/api/token",
+        &[(TTL_HEADER.as_str(), "21600")],
     )
     .await;
     assert_eq!(s, StatusCode::OK);
@@ -166,14 +188,7 @@ async fn every_imds_route_with_and_without_trailing_slash() {
         ("/", StatusCode::NOT_FOUND, None),
     ];
     for (path, want, body) in cases {
-        let (s, h, b) = send(
-            &f.app,
-            req(Method::GET, path)
-                .header(TOKEN_HEADER, &tok)
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
+        let (s, h, b) = get(&f.app, path, &[(TOKEN_HEADER.as_str(), tok.as_str())]).await;
         assert_eq!(s, *want, "{path}");
         if let Some(body) = body {
             assert_eq!(b, *body, "{path}");
@@ -186,15 +201,10 @@ async fn every_imds_route_with_and_without_trailing_slash() {
             "{path}"
         );
     }
-    let (_, _, b) = send(
+    let (_, _, b) = get(
         &f.app,
-        req(
-            Method::GET,
-            "/latest/meta-data/iam/security-credentials/credbroker",
-        )
-        .header(TOKEN_HEADER, &tok)
-        .body(Body::empty())
-        .unwrap(),
+        "/latest/meta-data/iam/security-credentials/credbroker",
+        &[(TOKEN_HEADER.as_str(), tok.as_str())],
     )
     .await;
     let v: serde_json::Value = serde_json::from_str(&b).unwrap();
@@ -202,25 +212,18 @@ async fn every_imds_route_with_and_without_trailing_slash() {
     assert_eq!(v["AccessKeyId"], testing::ACCESS_KEY);
     assert!(v["Expiration"].as_str().unwrap().ends_with('Z'));
     assert!(v.get("AccountId").is_none());
-    let (_, _, b) = send(
+    let (_, _, b) = get(
         &f.app,
-        req(
-            Method::GET,
-            "/latest/meta-data/iam/security-credentials-extended/credbroker",
-        )
-        .header(TOKEN_HEADER, &tok)
-        .body(Body::empty())
-        .unwrap(),
+        "/latest/meta-data/iam/security-credentials-extended/credbroker",
+        &[(TOKEN_HEADER.as_str(), tok.as_str())],
     )
     .await;
     let v: serde_json::Value = serde_json::from_str(&b).unwrap();
     assert_eq!(v["AccountId"], "123456789012");
-    let (_, _, b) = send(
+    let (_, _, b) = get(
         &f.app,
-        req(Method::GET, "/latest/dynamic/instance-identity/document")
-            .header(TOKEN_HEADER, &tok)
-            .body(Body::empty())
-            .unwrap(),
+        "/latest/dynamic/instance-identity/document",
+        &[("x-aws-ec2-metadata-token", tok.as_str())],
     )
     .await;
     let v: serde_json::Value = serde_json::from_str(&b).unwrap();
@@ -246,14 +249,7 @@ async fn wrong_methods_are_405_without_cors() {
         (Method::PUT, "/healthz"),
     ];
     for (m, path) in cases {
-        let (s, h, _) = send(
-            &f.app,
-            req(m.clone(), path)
-                .header("authorization", ECS)
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
+        let (s, h, _) = call(&f.app, m.clone(), path, &[("authorization", ECS)]).await;
         assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED, "{m} {path}");
         assert!(
             h.keys().all(|k| !k.as_str().starts_with("access-control")),
@@ -261,11 +257,7 @@ async fn wrong_methods_are_405_without_cors() {
         );
     }
     // HEAD works wherever GET does, with no body.
-    let (s, _, b) = send(
-        &f.app,
-        req(Method::HEAD, "/healthz").body(Body::empty()).unwrap(),
-    )
-    .await;
+    let (s, _, b) = call(&f.app, Method::HEAD, "/healthz", &[]).await;
     assert_eq!((s, b.as_str()), (StatusCode::OK, ""));
 }
 
@@ -273,42 +265,33 @@ async fn wrong_methods_are_405_without_cors() {
 async fn token_ttl_is_validated() {
     let f = fixture();
     for ttl in ["0", "21601", "-1", "abc", "", "1.5"] {
-        let (s, _, _) = send(
+        let (s, _, _) = call(
             &f.app,
-            req(Method::PUT, "/latest/api/token")
-                .header(TTL_HEADER, ttl)
-                .body(Body::empty())
-                .unwrap(),
+            Method::PUT,
+            "/latest/api/token",
+            &[(TTL_HEADER.as_str(), ttl)],
         )
         .await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "ttl {ttl:?}");
     }
-    let (s, _, _) = send(
-        &f.app,
-        req(Method::PUT, "/latest/api/token")
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let (s, _, _) = call(&f.app, Method::PUT, "/latest/api/token", &[]).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     for ttl in ["1", "21600"] {
-        let (s, h, _) = send(
+        let (s, h, _) = call(
             &f.app,
-            req(Method::PUT, "/latest/api/token")
-                .header(TTL_HEADER, ttl)
-                .body(Body::empty())
-                .unwrap(),
+            Method::PUT,
+            "/latest/api/token",
+            &[(TTL_HEADER.as_str(), ttl)],
         )
         .await;
         assert_eq!(s, StatusCode::OK);
         assert_eq!(h.get(TTL_HEADER).unwrap(), ttl);
     }
-    let (s, _, _) = send(
+    let (s, _, _) = call(
         &f.app,
-        req(Method::PUT, "/2021-03-23/api/token")
-            .header(TTL_HEADER, "60")
-            .body(Body::empty())
-            .unwrap(),
+        Method::PUT,
+        "/2021-03-23/api/token",
+        &[(TTL_HEADER.as_str(), "60")],
     )
     .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
@@ -319,44 +302,22 @@ async fn token_ttl_is_validated() {
 async fn imds_gets_need_a_valid_unexpired_token() {
     let f = fixture();
     let path = "/latest/meta-data/iam/security-credentials/credbroker";
-    let (s, _, _) = send(&f.app, req(Method::GET, path).body(Body::empty()).unwrap()).await;
+    let (s, _, _) = get(&f.app, path, &[]).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED, "v2-only: token-less GET");
-    let (s, _, b) = send(
-        &f.app,
-        req(Method::GET, path)
-            .header(TOKEN_HEADER, "forged")
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let (s, _, b) = get(&f.app, path, &[(TOKEN_HEADER.as_str(), "forged")]).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     assert!(!b.contains("ASIA"));
-    let (_, _, short) = send(
+    let (_, _, short) = call(
         &f.app,
-        req(Method::PUT, "/latest/api/token")
-            .header(TTL_HEADER, "5")
-            .body(Body::empty())
-            .unwrap(),
+        Method::PUT,
+        "/latest/api/token",
+        &[(TTL_HEADER.as_str(), "5")],
     )
     .await;
-    let (s, _, _) = send(
-        &f.app,
-        req(Method::GET, path)
-            .header(TOKEN_HEADER, &short)
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let (s, _, _) = get(&f.app, path, &[(TOKEN_HEADER.as_str(), short.as_str())]).await;
     assert_eq!(s, StatusCode::OK);
     f.clock.advance(Duration::from_secs(6));
-    let (s, _, _) = send(
-        &f.app,
-        req(Method::GET, path)
-            .header(TOKEN_HEADER, &short)
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let (s, _, _) = get(&f.app, path, &[(TOKEN_HEADER.as_str(), short.as_str())]).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED, "expired token");
 }
 
@@ -364,16 +325,9 @@ async fn imds_gets_need_a_valid_unexpired_token() {
 async fn imds_v1_allows_tokenless_but_not_forged() {
     let f = fixture_with(true, SocketAddr::from(([127, 0, 0, 1], 1)));
     let path = "/latest/meta-data/iam/security-credentials/credbroker";
-    let (s, _, _) = send(&f.app, req(Method::GET, path).body(Body::empty()).unwrap()).await;
+    let (s, _, _) = get(&f.app, path, &[]).await;
     assert_eq!(s, StatusCode::OK);
-    let (s, _, _) = send(
-        &f.app,
-        req(Method::GET, path)
-            .header(TOKEN_HEADER, "forged")
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let (s, _, _) = get(&f.app, path, &[(TOKEN_HEADER.as_str(), "forged")]).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
 }
 
@@ -386,14 +340,7 @@ async fn ecs_needs_the_exact_token() {
         "/v1/credentials/default",
         "/v1/credentials/default/",
     ] {
-        let (s, h, b) = send(
-            &f.app,
-            req(Method::GET, path)
-                .header("authorization", ECS)
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
+        let (s, h, b) = get(&f.app, path, &[("authorization", ECS)]).await;
         assert_eq!(s, StatusCode::OK, "{path}");
         assert_eq!(h.get("content-type").unwrap(), "application/json");
         let v: serde_json::Value = serde_json::from_str(&b).unwrap();
@@ -420,31 +367,12 @@ async fn ecs_needs_the_exact_token() {
         assert_eq!(v["code"], "Unauthorized");
         assert!(!b.contains("ASIA") && !b.contains("secret"));
     }
-    let (s, _, _) = send(
-        &f.app,
-        req(Method::GET, "/v1/credentials/default")
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let (s, _, _) = get(&f.app, "/v1/credentials/default", &[]).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     // Unknown profile: only after authorization.
-    let (s, _, _) = send(
-        &f.app,
-        req(Method::GET, "/v1/credentials/nope")
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let (s, _, _) = get(&f.app, "/v1/credentials/nope", &[]).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
-    let (s, _, b) = send(
-        &f.app,
-        req(Method::GET, "/v1/credentials/nope")
-            .header("authorization", ECS)
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let (s, _, b) = get(&f.app, "/v1/credentials/nope", &[("authorization", ECS)]).await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{b}");
 }
 
@@ -454,43 +382,20 @@ async fn expired_credentials_are_never_served() {
     let tok = token(&f.app).await;
     let exp = f.store.current().served.unwrap().expiration;
     f.clock.set(exp - SERVE_MARGIN);
-    let (s, _, b) = send(
+    let (s, _, b) = get(
         &f.app,
-        req(
-            Method::GET,
-            "/latest/meta-data/iam/security-credentials/credbroker",
-        )
-        .header(TOKEN_HEADER, &tok)
-        .body(Body::empty())
-        .unwrap(),
+        "/latest/meta-data/iam/security-credentials/credbroker",
+        &[(TOKEN_HEADER.as_str(), tok.as_str())],
     )
     .await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
     assert!(!b.contains("ASIA"));
-    let (s, _, b) = send(
-        &f.app,
-        req(Method::GET, "/v1/credentials/default")
-            .header("authorization", ECS)
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let (s, _, b) = get(&f.app, "/v1/credentials/default", &[("authorization", ECS)]).await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
     assert!(b.contains("CredentialsUnavailable") && !b.contains("ASIA"));
-    let (s, _, _) = send(
-        &f.app,
-        req(Method::GET, "/readyz").body(Body::empty()).unwrap(),
-    )
-    .await;
+    let (s, _, _) = get(&f.app, "/readyz", &[]).await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
-    let (_, _, b) = send(
-        &f.app,
-        req(Method::GET, "/v1/status")
-            .header("authorization", ECS)
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let (_, _, b) = get(&f.app, "/v1/status", &[("authorization", ECS)]).await;
     let v: serde_json::Value = serde_json::from_str(&b).unwrap();
     assert_eq!(v["profiles"]["default"]["state"], "expired");
 }
@@ -498,32 +403,13 @@ async fn expired_credentials_are_never_served() {
 #[tokio::test]
 async fn health_ready_and_status() {
     let f = fixture();
-    let (s, _, _) = send(
-        &f.app,
-        req(Method::GET, "/healthz").body(Body::empty()).unwrap(),
-    )
-    .await;
+    let (s, _, _) = get(&f.app, "/healthz", &[]).await;
     assert_eq!(s, StatusCode::OK);
-    let (s, _, _) = send(
-        &f.app,
-        req(Method::GET, "/readyz").body(Body::empty()).unwrap(),
-    )
-    .await;
+    let (s, _, _) = get(&f.app, "/readyz", &[]).await;
     assert_eq!(s, StatusCode::OK);
-    let (s, _, _) = send(
-        &f.app,
-        req(Method::GET, "/v1/status").body(Body::empty()).unwrap(),
-    )
-    .await;
+    let (s, _, _) = get(&f.app, "/v1/status", &[]).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
-    let (s, _, b) = send(
-        &f.app,
-        req(Method::GET, "/v1/status")
-            .header("authorization", ECS)
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let (s, _, b) = get(&f.app, "/v1/status", &[("authorization", ECS)]).await;
     assert_eq!(s, StatusCode::OK);
     let v: serde_json::Value = serde_json::from_str(&b).unwrap();
     let p = &v["profiles"]["default"];
