@@ -454,7 +454,7 @@ def test_kill9_during_refresh_token_rotation(moto: h.Moto, oidc_factory, daemon_
         f"Random kill moments: seed {seed} (set CREDBROKER_SEED to repeat). CREDBROKER_LONG=1 runs "
         f"{2000} + {500} kills.",
     ]
-    # Lockouts are recorded as a finding (the README promises the refresh token is never lost), not a failure:
+    # Lockouts are recorded as a finding (the target is 0; the README states this window), not a failure:
     # part (1) of the window cannot be closed by the daemon. Lockouts outside the window fail the test.
     findings = []
     if rig.lockouts:
@@ -471,8 +471,8 @@ def test_kill9_during_refresh_token_rotation(moto: h.Moto, oidc_factory, daemon_
             + (f". Their SIGKILLs came {lock_ms[0]:.2f} to {lock_ms[-1]:.2f} ms after the IdP's answer was "
                f"written (negative: before)" if lock_ms else "")
             + f". The roll-forward rescued {len(rolled)} of the {len(lost)} rotations lost at a kill (every one "
-              f"whose temp file already held the new token). The README's \"the refresh token is never lost\" does "
-              f"not hold inside this window.")
+              f"whose temp file already held the new token). The target is 0; the README states this window "
+              f"(\"lost only in a crash window no client can close\").")
     security_report.record(
         "crash", "kill9-rotation", title="kill -9 during refresh-token rotation (reuse detection on)",
         tried=len(rig.kills), ok=len(rig.kills) - len(rig.lockouts), unit="kills",
