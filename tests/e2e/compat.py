@@ -188,27 +188,9 @@ def run(args: list[str], env: Mapping[str, str], timeout: float = 90) -> Run:
 # ---------------------------------------------------------------------------
 
 class LoopbackDaemon(h.Daemon):
-    """h.Daemon that may listen on any loopback address (``[::1]:0`` for the IPv6 cells);
-    h.Daemon.start insists on 127.0.0.1."""
+    """h.Daemon that may listen on any loopback address (``[::1]:0`` for the IPv6 cells)."""
 
-    def start(self, *, wait_ready: bool = True, timeout: float = 30) -> "LoopbackDaemon":
-        self._require_binary()
-        self.write_config()
-        self.addr = ""
-        self._spawn([str(self.binary), "serve", "-c", str(self.config_path)], self.env)
-
-        def listening() -> str | None:
-            self._check_alive()
-            m = h.LISTENING_RE.search(self.current_logs())
-            return m.group(1) if m else None
-
-        self.addr = h.wait_for(listening, timeout, "the daemon's `listening addr=` log line",
-                               on_timeout=lambda: h.tail(self.current_logs(), 80))
-        if not re.fullmatch(r"(127\.0\.0\.1|\[::1\]):\d+", self.addr):
-            raise h.HarnessError(f"daemon listens on {self.addr}, expected a loopback address")
-        if wait_ready:
-            self.wait_ready(timeout)
-        return self
+    ADDR_RE = r"(127\.0\.0\.1|\[::1\]):\d+"
 
     @property
     def port(self) -> str:

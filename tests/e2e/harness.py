@@ -647,6 +647,8 @@ class Daemon(_Process):
     """``credbroker serve -c <workdir>/config.toml`` with its own XDG dirs in ``workdir``."""
 
     name = "daemon"
+    # The `listening addr=` value start() accepts (subclasses may widen it, e.g. to [::1]).
+    ADDR_RE = r"127\.0\.0\.1:\d+"
 
     def __init__(self, workdir: Path | None = None, config: Mapping[str, Any] | str | None = None, *,
                  moto_url: str | None = None, rust_log: str = "info",
@@ -741,8 +743,8 @@ class Daemon(_Process):
 
         self.addr = wait_for(listening, timeout, "the daemon's `listening addr=` log line",
                              on_timeout=lambda: tail(self.current_logs(), 80))
-        if not self.addr.startswith("127.0.0.1:"):
-            raise HarnessError(f"daemon listens on {self.addr}, expected 127.0.0.1:<port>")
+        if not re.fullmatch(self.ADDR_RE, self.addr):
+            raise HarnessError(f"daemon listens on {self.addr}, expected {self.ADDR_RE}")
         if wait_ready:
             self.wait_ready(timeout)
         return self
