@@ -53,28 +53,22 @@ else
   echo "python deps up to date ($venv)"
 fi
 
-# --- oidc-provider -------------------------------------------------------------
-stamp="$oidc/node_modules/.credbroker-lock.sha256"
-want="$(hash_of "$oidc/package.json" "$oidc/package-lock.json")"
-if [ ! -d "$oidc/node_modules/oidc-provider" ] || [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
-  echo "npm ci in $oidc"
-  (cd "$oidc" && npm ci --no-audit --no-fund --loglevel=error)
-  echo "$want" > "$stamp"
-else
-  echo "node deps up to date ($oidc/node_modules)"
-fi
+# --- npm packages (oidc-provider; the JavaScript v3 SDK for the matrix) --------
+npm_ci() {  # npm_ci DIR MARKER: `npm ci` in DIR when MARKER is missing or the lock changed
+  local dir="$1" marker="$2" stamp want
+  stamp="$dir/node_modules/.credbroker-lock.sha256"
+  want="$(hash_of "$dir/package.json" "$dir/package-lock.json")"
+  if [ ! -d "$dir/node_modules/$marker" ] || [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
+    echo "npm ci in $dir"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+    echo "$want" > "$stamp"
+  else
+    echo "node deps up to date ($dir/node_modules)"
+  fi
+}
+npm_ci "$oidc" oidc-provider
+npm_ci "$repo/tests/clients/js" @aws-sdk/credential-providers
 
-# --- SDK compatibility matrix: JavaScript v3 -----------------------------------
-js="$repo/tests/clients/js"
-stamp="$js/node_modules/.credbroker-lock.sha256"
-want="$(hash_of "$js/package.json" "$js/package-lock.json")"
-if [ ! -d "$js/node_modules/@aws-sdk/credential-providers" ] || [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
-  echo "npm ci in $js"
-  (cd "$js" && npm ci --no-audit --no-fund --loglevel=error)
-  echo "$want" > "$stamp"
-else
-  echo "node deps up to date ($js/node_modules)"
-fi
 
 # --- SDK compatibility matrix: Go v2 and Ruby from Debian ----------------------
 # No Go module proxy or rubygems is needed: Debian packages the SDKs.
