@@ -75,12 +75,30 @@ fn base_url(addr: SocketAddr) -> String {
 }
 
 /// The daemon's live address (from `daemon.json`), else the configured one.
-pub fn daemon_addr(cfg: &Config) -> SocketAddr {
-    std::fs::read_to_string(cfg.server.runtime_dir.join(DAEMON_FILE))
-        .ok()
-        .and_then(|t| serde_json::from_str::<DaemonInfo>(&t).ok())
-        .map(|d| d.listen)
-        .unwrap_or(cfg.server.listen)
+///
+/// The runtime directory must be ours (another user who created it first
+/// could point `daemon.json` anywhere, and `status` sends the ECS token
+/// there), and the address must be loopback: anything else is refused with
+/// an error naming the file.
+pub fn daemon_addr(cfg: &Config) -> Result<SocketAddr, StartupError> {
+    let dir = &cfg.server.runtime_dir;
+    let path = dir.join(DAEMON_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(_) => return Ok(cfg.server.listen),
+    };
+    crate::fsutil::check_private_dir(dir)
+        .map_err(|e| StartupError::Usage(format!("server.runtime_dir: {e}")))?;
+    match serde_json::from_str::<DaemonInfo>(&text) {
+        Ok(d) if crate::net::is_loopback(d.listen.ip()) => Ok(d.listen),
+        Ok(d) => Err(StartupError::Usage(format!(
+            "{} names {}, which is not a loopback address; refusing to use it \
+             (remove the file; a running daemon writes it again on start)",
+            path.display(),
+            d.listen
+        ))),
+        Err(_) => Ok(cfg.server.listen),
+    }
 }
 
 /// How `credbroker env` hands the ECS token to clients.
@@ -99,7 +117,7 @@ pub fn env_lines(
     imds: bool,
     token: TokenMode,
 ) -> Result<String, StartupError> {
-    let base = base_url(daemon_addr(cfg));
+    let base = base_url(daemon_addr(cfg)?);
     if imds {
         if !cfg.server.imds {
             return Err(StartupError::Usage(
@@ -158,9 +176,21 @@ fn shell_quote(s: &str) -> String {
     }
 }
 
+/// What `credbroker status` found.
+#[derive(Debug)]
+pub struct StatusReport {
+    /// The text (or JSON) to print.
+    pub output: String,
+    /// Profiles that are not serving valid credentials, with their state.
+    pub not_serving: Vec<(String, String)>,
+}
+
+/// States in which a profile serves valid credentials.
+const SERVING: [&str; 2] = ["ready", "retrying"];
+
 /// `credbroker status`: fetch `/v1/status` from the running daemon.
-pub async fn status(cfg: &Config, json: bool) -> Result<String, StartupError> {
-    let addr = daemon_addr(cfg);
+pub async fn status(cfg: &Config, json: bool) -> Result<StatusReport, StartupError> {
+    let addr = daemon_addr(cfg)?;
     let token = crate::fsutil::read_secret_file(&cfg.server.ecs_token_file).map_err(|e| {
         StartupError::Unavailable(format!(
             "cannot read the ECS token file {}: {e} (is the daemon running?)",
@@ -170,6 +200,7 @@ pub async fn status(cfg: &Config, json: bool) -> Result<String, StartupError> {
     let token = crate::secret::secret(token);
     let http = reqwest::Client::builder()
         .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
         .timeout(std::time::Duration::from_secs(5))
         .build()
         .map_err(|e| StartupError::Other(e.to_string()))?;
@@ -190,12 +221,31 @@ pub async fn status(cfg: &Config, json: bool) -> Result<String, StartupError> {
             "the daemon at {addr} answered HTTP {code}"
         )));
     }
-    if json {
-        return Ok(format!("{body}\n"));
-    }
     let v: serde_json::Value = serde_json::from_str(&body)
         .map_err(|_| StartupError::Other("unreadable status document".into()))?;
-    Ok(render_status(addr, &v))
+    let not_serving = v["profiles"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(n, p)| {
+                    (
+                        n.clone(),
+                        p["state"].as_str().unwrap_or("unknown").to_owned(),
+                    )
+                })
+                .filter(|(_, st)| !SERVING.contains(&st.as_str()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let output = if json {
+        format!("{body}\n")
+    } else {
+        render_status(addr, &v)
+    };
+    Ok(StatusReport {
+        output,
+        not_serving,
+    })
 }
 
 fn render_status(addr: SocketAddr, v: &serde_json::Value) -> String {
@@ -305,7 +355,6 @@ aws = {{ flow = "cognito", identity_pool_id = "us-east-1:y" }}
         let info = DaemonInfo {
             pid: 1,
             listen: "127.0.0.1:4242".parse().unwrap(),
-            ecs_token_file: "x".into(),
             version: "v".into(),
         };
         std::fs::write(
@@ -330,6 +379,38 @@ aws = {{ flow = "cognito", identity_pool_id = "us-east-1:y" }}
             env_lines(&c, Some("dev"), true, TokenMode::File),
             Err(StartupError::Usage(_))
         ));
+    }
+
+    #[test]
+    fn daemon_file_must_be_loopback_in_a_private_directory() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let c = cfg(dir.path());
+        let run = dir.path().join("run");
+        crate::fsutil::ensure_private_dir(&run).unwrap();
+        let write = |addr: &str| {
+            let info = DaemonInfo {
+                pid: 1,
+                listen: addr.parse().unwrap(),
+                version: "v".into(),
+            };
+            std::fs::write(run.join(DAEMON_FILE), serde_json::to_vec(&info).unwrap()).unwrap();
+        };
+        write("[::1]:4242");
+        assert_eq!(daemon_addr(&c).unwrap(), "[::1]:4242".parse().unwrap());
+        write("192.0.2.7:9911");
+        let e = daemon_addr(&c).unwrap_err();
+        assert!(
+            e.to_string().contains("192.0.2.7:9911") && e.to_string().contains("not a loopback"),
+            "{e}"
+        );
+        assert_eq!(e.exit_code(), crate::EXIT_USAGE);
+        // A runtime directory others may write to is not trusted.
+        write("127.0.0.1:4242");
+        std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = daemon_addr(&c).unwrap_err();
+        assert!(e.to_string().contains("server.runtime_dir"), "{e}");
+        assert!(env_lines(&c, None, false, TokenMode::File).is_err());
     }
 
     #[test]

@@ -10,12 +10,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 use url::Url;
+
+use crate::net::check_upstream_url;
 
 /// Default listener: loopback, the port the rolesanywhere helper made familiar.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9911";
@@ -68,6 +70,7 @@ pub struct RawServer {
     pub imds_v1: Option<bool>,
     pub imds_profile: Option<String>,
     pub allowed_hosts: Option<StringList>,
+    pub strict_permissions: Option<bool>,
 }
 
 /// `[profiles.<name>]` as written.
@@ -208,12 +211,14 @@ pub struct ServerConfig {
     pub imds_profile: String,
     /// Extra `Host` header values to accept (e.g. `169.254.169.254`).
     pub allowed_hosts: Vec<String>,
+    /// Refuse (rather than warn about) secret files that group or others can read.
+    pub strict_permissions: bool,
 }
 
 /// A validated profile.
 #[derive(Debug, Clone)]
 pub struct ProfileConfig {
-    /// Profile name (letters, digits, `-`, `_`, `.`).
+    /// Profile name (letters, digits, `-`, `_`; a TOML bare key, no `.`).
     pub name: String,
     /// AWS region for all upstream calls.
     pub region: String,
@@ -364,7 +369,10 @@ pub struct Dirs {
     pub config: PathBuf,
     /// `$XDG_STATE_HOME/credbroker`.
     pub state: PathBuf,
-    /// `$XDG_RUNTIME_DIR/credbroker`, else `/tmp/credbroker-<uid>`.
+    /// `$XDG_RUNTIME_DIR/credbroker`; without it `$XDG_CACHE_HOME/credbroker`
+    /// (a per-user directory no other user can create first), and only
+    /// without a home `/tmp/credbroker-<uid>` (whose owner and mode the
+    /// daemon and the CLI check before use).
     pub runtime: PathBuf,
 }
 
@@ -372,7 +380,8 @@ impl Dirs {
     /// Resolve from an environment map.
     pub fn from_env(env: &Env) -> Self {
         let get = |k: &str| env.get(k).filter(|v| !v.is_empty()).map(PathBuf::from);
-        let home = get("HOME").unwrap_or_else(|| PathBuf::from("/"));
+        let home_var = get("HOME").filter(|h| h != Path::new("/"));
+        let home = home_var.clone().unwrap_or_else(|| PathBuf::from("/"));
         Dirs {
             config: get("XDG_CONFIG_HOME")
                 .unwrap_or_else(|| home.join(".config"))
@@ -380,11 +389,14 @@ impl Dirs {
             state: get("XDG_STATE_HOME")
                 .unwrap_or_else(|| home.join(".local/state"))
                 .join("credbroker"),
-            runtime: get("XDG_RUNTIME_DIR")
-                .map(|d| d.join("credbroker"))
-                .unwrap_or_else(|| {
+            runtime: match (get("XDG_RUNTIME_DIR"), get("XDG_CACHE_HOME"), home_var) {
+                (Some(d), _, _) => d.join("credbroker"),
+                (None, Some(c), _) => c.join("credbroker"),
+                (None, None, Some(h)) => h.join(".cache/credbroker"),
+                (None, None, None) => {
                     PathBuf::from(format!("/tmp/credbroker-{}", crate::fsutil::current_uid()))
-                }),
+                }
+            },
         }
     }
 }
@@ -502,28 +514,6 @@ impl V<'_> {
     }
 }
 
-/// Upstream URLs must be https, or plain http to a loopback host only.
-pub fn check_upstream_url(url: &Url) -> Result<(), String> {
-    match url.scheme() {
-        "https" => Ok(()),
-        "http" if is_loopback_host(url) => Ok(()),
-        "http" => Err(format!(
-            "plain http is accepted only for loopback hosts (127.0.0.0/8, ::1, localhost), not {:?}; use https",
-            url.host_str().unwrap_or("")
-        )),
-        s => Err(format!("unsupported URL scheme {s:?}; use https")),
-    }
-}
-
-fn is_loopback_host(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        None => false,
-    }
-}
-
 /// A profile name: a TOML bare key (so `[profiles.NAME]` needs no quoting and
 /// `CREDBROKER__PROFILES__NAME__KEY` works), also safe in URL paths and file
 /// names.
@@ -620,6 +610,8 @@ fn validate(raw: RawConfig, path: &Path, env: &Env) -> Result<Config, ConfigErro
         profiles.insert(name, prof);
     }
 
+    reject_shared_token_files(&v, &profiles)?;
+
     let imds = rs.imds.unwrap_or(true);
     let imds_profile = match rs.imds_profile {
         Some(p) => {
@@ -654,6 +646,7 @@ fn validate(raw: RawConfig, path: &Path, env: &Env) -> Result<Config, ConfigErro
             imds_v1: rs.imds_v1.unwrap_or(false),
             imds_profile,
             allowed_hosts,
+            strict_permissions: rs.strict_permissions.unwrap_or(false),
         },
         profiles,
     })
@@ -970,6 +963,52 @@ fn validate_profile(v: &V<'_>, name: &str, p: RawProfile) -> Result<ProfileConfi
     })
 }
 
+/// Two profiles on one refresh-token file would each run their own login
+/// and refresh the same rotating token at once; an IdP with reuse detection
+/// then revokes the whole grant. Refused until logins are shared per token
+/// store. Paths are compared lexically (`.` and `..` folded), since the files
+/// need not exist yet.
+fn reject_shared_token_files(
+    v: &V<'_>,
+    profiles: &BTreeMap<String, ProfileConfig>,
+) -> Result<(), ConfigError> {
+    let mut seen: BTreeMap<PathBuf, &str> = BTreeMap::new();
+    for (name, p) in profiles {
+        let Some(rt) = p.login.refresh_token_file() else {
+            continue;
+        };
+        if let Some(first) = seen.insert(normalize(rt), name) {
+            return Err(v.err(
+                format!("profiles.{name}.login.refresh_token_file"),
+                format!(
+                    "{} is also the refresh-token file of profile {first:?}; two profiles \
+                     refreshing one rotating token revoke each other's grant: give each \
+                     profile its own file (and its own login)",
+                    rt.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `path` with `.` removed and `..` folded, without touching the file system.
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 fn reject_keys(
     v: &V<'_>,
     name: &str,
@@ -991,11 +1030,6 @@ fn strip_scheme(u: &Url) -> String {
     let s = u.as_str();
     let s = s.split_once("://").map(|(_, r)| r).unwrap_or(s);
     s.trim_end_matches('/').to_owned()
-}
-
-/// True when `ip` is a loopback address (IPv4-mapped IPv6 included).
-pub fn is_loopback(ip: IpAddr) -> bool {
-    ip.to_canonical().is_loopback()
 }
 
 // === redacted display (check-config) ===
@@ -1022,6 +1056,7 @@ impl fmt::Display for Config {
         writeln!(f, "imds_profile = {}", q(&self.server.imds_profile))?;
         let hosts: Vec<String> = self.server.allowed_hosts.iter().map(|h| q(h)).collect();
         writeln!(f, "allowed_hosts = [{}]", hosts.join(", "))?;
+        writeln!(f, "strict_permissions = {}", self.server.strict_permissions)?;
         for (name, pr) in &self.profiles {
             writeln!(f, "\n[profiles.{name}]")?;
             writeln!(f, "region = {}", q(&pr.region))?;
@@ -1269,6 +1304,53 @@ identity_pool_id = "eu-west-1:1234"
             c.to_string().lines().skip(1).collect::<Vec<_>>(),
             again.to_string().lines().skip(1).collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn two_profiles_on_one_refresh_token_file_are_refused() {
+        let two = format!(
+            "{GOOD}{}",
+            GOOD.replace("profiles.default", "profiles.dev").replace(
+                "kind = \"oidc\"",
+                "kind = \"oidc\"\nrefresh_token_file = \"/s/./x/../rt\""
+            )
+        )
+        .replacen(
+            "kind = \"oidc\"",
+            "kind = \"oidc\"\nrefresh_token_file = \"/s/rt\"",
+            1,
+        );
+        let e = err_of(&two);
+        assert_eq!(
+            e.key.as_deref(),
+            Some("profiles.dev.login.refresh_token_file"),
+            "{e}"
+        );
+        assert!(e.message.contains("\"default\""), "{e}");
+        // Separate files (the default: one per profile's state dir) are fine.
+        let ok = format!("{GOOD}{}", GOOD.replace("profiles.default", "profiles.dev"));
+        let c = load_str(&ok, &env()).unwrap();
+        assert_eq!(c.profiles.len(), 2);
+        assert!(!c.server.strict_permissions);
+        let strict = format!("[server]\nstrict_permissions = true\n{GOOD}");
+        assert!(load_str(&strict, &env()).unwrap().server.strict_permissions);
+    }
+
+    #[test]
+    fn runtime_dir_falls_back_to_per_user_directories() {
+        let mut e = env();
+        e.remove("XDG_RUNTIME_DIR");
+        assert_eq!(
+            Dirs::from_env(&e).runtime,
+            PathBuf::from("/home/u/.cache/credbroker")
+        );
+        e.insert("XDG_CACHE_HOME".into(), "/c".into());
+        assert_eq!(Dirs::from_env(&e).runtime, PathBuf::from("/c/credbroker"));
+        let tmp = format!("/tmp/credbroker-{}", crate::fsutil::current_uid());
+        assert_eq!(Dirs::from_env(&Env::new()).runtime, PathBuf::from(&tmp));
+        let mut e = Env::new();
+        e.insert("HOME".into(), "/".into());
+        assert_eq!(Dirs::from_env(&e).runtime, PathBuf::from(&tmp));
     }
 
     #[test]

@@ -26,6 +26,10 @@ pub enum StartupError {
     /// The daemon a client command needs is not reachable: exit 69.
     #[error("{0}")]
     Unavailable(String),
+    /// `status`: the daemon runs, but these profiles (name, state) serve no
+    /// valid credentials (`login_required`, `expired`, `starting`): exit 3.
+    #[error("not serving: {}", .0.iter().map(|(n, s)| format!("{n} ({s})")).collect::<Vec<_>>().join(", "))]
+    NotServing(Vec<(String, String)>),
     /// Anything else: exit 1.
     #[error("{0}")]
     Other(String),
@@ -37,6 +41,7 @@ impl StartupError {
         match self {
             StartupError::Config(_) | StartupError::Usage(_) => crate::EXIT_USAGE,
             StartupError::Bind { .. } | StartupError::Unavailable(_) => crate::EXIT_UNAVAILABLE,
+            StartupError::NotServing(_) => crate::EXIT_NOT_SERVING,
             StartupError::Other(_) => 1,
         }
     }

@@ -13,16 +13,84 @@ use std::path::{Path, PathBuf};
 #[cfg(unix)]
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 
-/// Create `dir` (and parents) with mode 0700 if it does not exist.
+/// Create `dir` (and parents) with mode 0700 if it does not exist, and check
+/// that it is really ours ([`check_private_dir`]).
+///
+/// The check matters for directories in shared places (`/tmp/credbroker-UID`
+/// when `XDG_RUNTIME_DIR` is unset): a local user who creates the directory
+/// first would own the ECS token file and `daemon.json` written into it.
 pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
-    if dir.as_os_str().is_empty() || dir.is_dir() {
+    if dir.as_os_str().is_empty() {
         return Ok(());
     }
-    let mut b = fs::DirBuilder::new();
-    b.recursive(true);
+    match fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let mut b = fs::DirBuilder::new();
+            b.recursive(true);
+            #[cfg(unix)]
+            std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+            b.create(dir)?;
+        }
+        Err(e) => return Err(e),
+        Ok(_) => {}
+    }
+    // Checked after creating too: someone may have won the race.
+    check_private_dir(dir)
+}
+
+/// Refuse a directory that another user owns or may write to (or a symlink
+/// another user owns), with an error that names the path and the fix.
+pub fn check_private_dir(dir: &Path) -> io::Result<()> {
     #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
-    b.create(dir)
+    {
+        let me = current_uid();
+        let link = fs::symlink_metadata(dir)?;
+        if link.file_type().is_symlink() && link.uid() != me && link.uid() != 0 {
+            return Err(unsafe_path(
+                dir,
+                format!(
+                    "is a symlink owned by uid {} (not by you, uid {me}); remove it",
+                    link.uid()
+                ),
+            ));
+        }
+        let m = fs::metadata(dir)?;
+        if !m.is_dir() {
+            return Err(unsafe_path(dir, "is not a directory".into()));
+        }
+        // Root-owned directories are trusted (root can read everything anyway).
+        if m.uid() != me && m.uid() != 0 {
+            return Err(unsafe_path(
+                dir,
+                format!(
+                    "is owned by uid {} (not by you, uid {me}): another user may have created it \
+                     to take over the files written there; remove it, or choose another directory",
+                    m.uid()
+                ),
+            ));
+        }
+        let mode = m.permissions().mode() & 0o7777;
+        if mode & 0o022 != 0 {
+            return Err(unsafe_path(
+                dir,
+                format!(
+                    "is writable by group or others (mode {mode:o}); run: chmod 700 {}",
+                    dir.display()
+                ),
+            ));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
+
+/// An error about an unsafe path: `PermissionDenied`, message names the path.
+fn unsafe_path(path: &Path, what: String) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        format!("{} {what}", path.display()),
+    )
 }
 
 /// Atomically replace `path` with `contents`, mode 0600.
@@ -150,42 +218,106 @@ pub fn remove_stale_temps(path: &Path) {
     }
 }
 
-/// How a secret file's permissions look.
+/// What to do with a secret file that group or others can read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exposure {
-    /// Only the owner can read it.
-    Private,
-    /// Group or others may read it (mode given).
-    Readable(u32),
+pub enum Readable {
+    /// Log a warning (once per file and change of the file).
+    Warn,
+    /// Refuse to use it (`server.strict_permissions = true`).
+    Refuse,
 }
 
-/// Check whether group or others can read `path`.
-pub fn exposure(path: &Path) -> io::Result<Exposure> {
-    let meta = fs::metadata(path)?;
-    #[cfg(unix)]
-    {
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Ok(Exposure::Readable(mode));
-        }
+// The policy is the daemon's (or CLI's) one setting, fixed at start-up from
+// the config; a process-wide value spares threading it through every
+// component that reads a secret file.
+static STRICT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Set the process-wide policy for readable secret files.
+pub fn set_readable_policy(p: Readable) {
+    STRICT.store(p == Readable::Refuse, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn readable_policy() -> Readable {
+    if STRICT.load(std::sync::atomic::Ordering::Relaxed) {
+        Readable::Refuse
+    } else {
+        Readable::Warn
     }
-    let _ = meta;
-    Ok(Exposure::Private)
 }
 
 /// Read a secret file; trailing whitespace (an editor's newline) is removed.
-/// Warns (once per call site's caller) when the file is group/world readable.
+/// Refused when another user owns it (root excepted) or group/others may
+/// write it; when group/others may read it, warned about once per file and
+/// change, or refused under [`Readable::Refuse`] (the process-wide policy).
 pub fn read_secret_file(path: &Path) -> io::Result<String> {
+    read_secret_file_with(path, readable_policy())
+}
+
+/// [`read_secret_file`] with an explicit policy.
+pub fn read_secret_file_with(path: &Path, policy: Readable) -> io::Result<String> {
     let raw = fs::read_to_string(path)?;
-    if let Ok(Exposure::Readable(mode)) = exposure(path) {
-        tracing::warn!(
-            path = %path.display(),
-            mode = format_args!("{mode:o}"),
-            "secret file is readable by group or others; run: chmod 600 {}",
-            path.display()
-        );
-    }
+    check_secret_file(path, policy)?;
     Ok(raw.trim_end().to_owned())
+}
+
+/// Warned-about files: path → (fingerprint, mode) at the time of the warning.
+type Warned = std::collections::HashMap<PathBuf, (Option<(u64, u64, i64, i64)>, u32)>;
+static WARNED: std::sync::Mutex<Option<Warned>> = std::sync::Mutex::new(None);
+
+/// The ownership and mode rules of [`read_secret_file`].
+pub fn check_secret_file(path: &Path, policy: Readable) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        let m = fs::metadata(path)?;
+        let me = current_uid();
+        if m.uid() != me && m.uid() != 0 {
+            return Err(unsafe_path(
+                path,
+                format!(
+                    "is owned by uid {} (not by you, uid {me}, nor root); another user may have \
+                     planted it: remove it or take ownership",
+                    m.uid()
+                ),
+            ));
+        }
+        let mode = m.permissions().mode() & 0o777;
+        if mode & 0o022 != 0 {
+            return Err(unsafe_path(
+                path,
+                format!(
+                    "is writable by group or others (mode {mode:o}); run: chmod 600 {}",
+                    path.display()
+                ),
+            ));
+        }
+        if mode & 0o044 != 0 {
+            if policy == Readable::Refuse {
+                return Err(unsafe_path(
+                    path,
+                    format!(
+                        "is readable by group or others (mode {mode:o}) and \
+                         server.strict_permissions is on; run: chmod 600 {}",
+                        path.display()
+                    ),
+                ));
+            }
+            let key = (fingerprint(path), mode);
+            let mut warned = WARNED.lock().unwrap_or_else(|p| p.into_inner());
+            let map = warned.get_or_insert_with(Default::default);
+            if map.get(path) != Some(&key) {
+                map.insert(path.to_path_buf(), key);
+                tracing::warn!(
+                    path = %path.display(),
+                    mode = format_args!("{mode:o}"),
+                    "secret file is readable by group or others; run: chmod 600 {}",
+                    path.display()
+                );
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (path, policy);
+    Ok(())
 }
 
 /// A cheap fingerprint of a file's identity and content (inode, size, mtime),
@@ -230,7 +362,6 @@ mod tests {
             fs::metadata(&p).unwrap().permissions().mode() & 0o777,
             0o600
         );
-        assert_eq!(exposure(&p).unwrap(), Exposure::Private);
         // No temp files left behind.
         let n = fs::read_dir(p.parent().unwrap()).unwrap().count();
         assert_eq!(n, 1);
@@ -267,14 +398,67 @@ mod tests {
     }
 
     #[test]
-    fn secret_read_trims_newline_and_reports_exposure() {
+    fn secret_read_trims_newline_and_applies_the_readable_policy() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("s");
         fs::write(&p, "tok\n").unwrap();
-        #[cfg(unix)]
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(read_secret_file_with(&p, Readable::Refuse).unwrap(), "tok");
         fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
-        assert_eq!(read_secret_file(&p).unwrap(), "tok");
-        #[cfg(unix)]
-        assert_eq!(exposure(&p).unwrap(), Exposure::Readable(0o644));
+        assert_eq!(read_secret_file_with(&p, Readable::Warn).unwrap(), "tok");
+        let e = read_secret_file_with(&p, Readable::Refuse).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::PermissionDenied);
+        let msg = e.to_string();
+        assert!(
+            msg.contains(&p.display().to_string()) && msg.contains("chmod 600"),
+            "{msg}"
+        );
+        assert!(!msg.contains("tok"), "{msg}");
+        // Writable by others is refused under either policy.
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o622)).unwrap();
+        let e = read_secret_file_with(&p, Readable::Warn).unwrap_err();
+        assert!(e.to_string().contains("writable by group or others"), "{e}");
+    }
+
+    #[test]
+    fn foreign_or_open_directories_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("run");
+        ensure_private_dir(&d).unwrap();
+        assert_eq!(
+            fs::metadata(&d).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        ensure_private_dir(&d).unwrap();
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o777)).unwrap();
+        let e = ensure_private_dir(&d).unwrap_err();
+        assert!(
+            e.to_string().contains("chmod 700") && e.to_string().contains(&d.display().to_string()),
+            "{e}"
+        );
+        // A file where a directory should be.
+        let f = dir.path().join("file");
+        fs::write(&f, "").unwrap();
+        assert!(
+            ensure_private_dir(&f)
+                .unwrap_err()
+                .to_string()
+                .contains("not a directory")
+        );
+        // Owned by another user: only testable as root (chown needs it).
+        if current_uid() == 0 {
+            let other = dir.path().join("other");
+            fs::create_dir(&other).unwrap();
+            fs::set_permissions(&other, fs::Permissions::from_mode(0o700)).unwrap();
+            std::os::unix::fs::chown(&other, Some(4242), Some(4242)).unwrap();
+            let e = ensure_private_dir(&other).unwrap_err();
+            assert!(e.to_string().contains("owned by uid 4242"), "{e}");
+            let planted = dir.path().join("planted");
+            fs::write(&planted, "x").unwrap();
+            fs::set_permissions(&planted, fs::Permissions::from_mode(0o600)).unwrap();
+            std::os::unix::fs::chown(&planted, Some(4242), Some(4242)).unwrap();
+            let e = read_secret_file_with(&planted, Readable::Warn).unwrap_err();
+            assert!(e.to_string().contains("owned by uid 4242"), "{e}");
+        }
     }
 }

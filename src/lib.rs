@@ -20,20 +20,23 @@
 //!                          server handlers ◄────────┘ (many readers, never call upstream)
 //! ```
 //!
-//! | module | responsibility | may use |
+//! | module | responsibility | uses |
 //! |---|---|---|
-//! | [`config`] | raw TOML/env → validated [`config::Config`]; redacted `Display` | `secret`, `fsutil` |
+//! | [`config`] | raw TOML/env → validated [`config::Config`]; `Display` reloads as the same config | `net`, `fsutil` |
+//! | [`net`] | what counts as loopback; which upstream URLs are acceptable | – |
 //! | [`secret`] | redaction helpers (`SecretString`, key suffixes) | – |
 //! | [`clock`] | injectable wall clock | – |
+//! | [`fsutil`] | atomic 0600 writes, secret-file reads, owner/mode checks of directories and files | – |
 //! | [`creds`] | [`creds::AwsCredentials`] and their pre-rendered wire bodies | `secret` |
 //! | [`store`] | per-profile `watch` snapshot: served creds + status | `creds` |
-//! | [`upstream`] | the one seam to the outside: IdP refresh and AWS exchange | `creds`, `config`, `fsutil` |
-//! | [`refresher`] | schedule, backoff, login-required state; the only writer | `upstream` (trait), `store` |
-//! | [`server`] | IMDS, ECS, health and status routes + security guards | `store`, `creds` — **never `upstream`** |
-//! | [`watcher`] | file-change notifications → wake a profile's refresher | – |
-//! | [`app`] | composition root: the only place that spawns long-lived tasks | everything |
-//! | [`cli`] | `check-config`, `status`, `env` client commands | `config` |
-//! | `testing` | fixtures for unit, socket and fuzz tests (hidden) | `server`, `store` |
+//! | [`upstream`] | the one seam to the outside: IdP refresh and AWS exchange | `config`, `creds`, `clock`, `fsutil`, `net`, `secret` |
+//! | [`refresher`] | schedule, backoff, login-required state; the only writer | `upstream` (trait), `store`, `creds`, `clock`, `fsutil`, `secret` |
+//! | [`server`] | IMDS, ECS, health and status routes + security guards | `store`, `creds`, `clock`, `net`, `secret` — **never `upstream`** |
+//! | [`watcher`] | file-change notifications → wake a profile's refresher | `refresher` (its `Wake`), `fsutil` |
+//! | [`app`] | composition root: the only place that spawns long-lived tasks | everything above, `shutdown` |
+//! | [`cli`] | `check-config`, `status`, `env` client commands | `app` (`DaemonInfo`), `config`, `error`, `fsutil`, `net`, `secret` |
+//! | [`error`], [`shutdown`], [`telemetry`] | start-up errors and exit codes; signals; logging with fixed caps | `config` (error only) |
+//! | `testing` | fixtures for unit, socket and fuzz tests (hidden) | `server`, `store`, `creds`, `clock`, `secret` |
 //!
 //! Two rules hold throughout: the server never imports upstream code (the
 //! serving path answers from memory in microseconds), and secrets never reach
@@ -54,6 +57,7 @@ pub mod config;
 pub mod creds;
 pub mod error;
 pub mod fsutil;
+pub mod net;
 pub mod refresher;
 pub mod secret;
 pub mod server;
@@ -65,6 +69,10 @@ pub mod testing;
 pub mod upstream;
 pub mod watcher;
 
+/// Exit code of `credbroker status` when the daemon runs but some profile
+/// serves no valid credentials (`login_required`, `expired`, `starting`), as
+/// `systemctl status` exits 3 for a unit that is not active.
+pub const EXIT_NOT_SERVING: u8 = 3;
 /// Exit code for usage and configuration errors (sysexits `EX_USAGE`).
 pub const EXIT_USAGE: u8 = 64;
 /// Exit code when a needed service is unavailable: the port is taken, or the

@@ -1,6 +1,7 @@
 //! The `credbroker` binary: parse the command line, load the config, run.
 //! Exit codes: 0 success, 64 usage/config error, 69 unavailable (port taken,
-//! daemon not running), 1 anything else.
+//! daemon not running), 3 (`status`) some profile is not serving, 1 anything
+//! else.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -55,8 +56,13 @@ async fn run(cli: Cli) -> Result<(), StartupError> {
             Ok(())
         }
         Command::Status { json } => {
-            print!("{}", cli::status(&config, json).await?);
-            Ok(())
+            let report = cli::status(&config, json).await?;
+            print!("{}", report.output);
+            if report.not_serving.is_empty() {
+                Ok(())
+            } else {
+                Err(StartupError::NotServing(report.not_serving))
+            }
         }
         Command::Env {
             profile,

@@ -10,7 +10,9 @@
 //! ```
 //!
 //! Schedule: next refresh at `expiry − min(refresh_before, lifetime/2)`, minus
-//! a little jitter, never sooner than [`MIN_INTERVAL`]. Sleeping happens in
+//! a little jitter, never sooner than [`MIN_INTERVAL`] after the fetch — or,
+//! for credentials living less than twice that, half their lifetime (serving
+//! them until expiry without a refresh would be worse). Sleeping happens in
 //! chunks of at most [`MAX_SLEEP`] against the **wall clock**, so a laptop that
 //! was suspended (monotonic timers stop) or whose clock jumped re-checks its
 //! deadline on resume instead of oversleeping past expiry.
@@ -28,7 +30,8 @@ use crate::fsutil;
 use crate::store::{ErrorInfo, ProfileStore, State};
 use crate::upstream::CredentialSource;
 
-/// Never refresh more often than this, whatever lifetime upstream grants.
+/// Never refresh sooner than this after a fetch, unless the credentials live
+/// less than twice as long (then: half their lifetime).
 pub const MIN_INTERVAL: Duration = Duration::from_secs(5);
 /// Longest single sleep before re-checking the wall clock.
 pub const MAX_SLEEP: Duration = Duration::from_secs(30);

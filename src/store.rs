@@ -112,11 +112,6 @@ impl ProfileStore {
     pub fn current(&self) -> Snapshot {
         self.tx.borrow().clone()
     }
-
-    /// A new reader.
-    pub fn subscribe(&self) -> ProfileReader {
-        self.tx.subscribe()
-    }
 }
 
 /// Static facts about a profile that the server needs.

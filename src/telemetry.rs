@@ -1,16 +1,23 @@
 //! Logging: `tracing` to stderr, filtered by `RUST_LOG` (default `info`).
 //!
-//! Third-party HTTP and AWS SDK crates are capped at `debug` even when
-//! `RUST_LOG=trace`: at trace level they dump raw requests and responses,
-//! which carry refresh tokens, id tokens and session credentials. Our own
-//! modules never log a secret at any level (tests grep the output for them).
+//! Third-party HTTP and AWS SDK crates are capped at `debug` **whatever
+//! `RUST_LOG` says**: at trace level they dump raw requests and responses,
+//! which carry refresh tokens, id tokens and session credentials. The cap is a
+//! second, fixed per-layer filter ([`caps`]) that every event must also pass,
+//! so no spelling of `RUST_LOG` (`trace`, `5`, `aws_smithy_runtime`,
+//! `reqwest=`, `[{x}]=trace`, …) can raise those crates above it; a spec can
+//! only lower them. Deciding from the spec's text instead (as an earlier
+//! version did) misses spellings that mean trace without saying it.
+//! Our own modules never log a secret at any level (tests grep the output).
 //! Timestamps are left out under systemd (`JOURNAL_STREAM` set): journald
 //! adds its own.
 
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::filter::Directive;
+use tracing_subscriber::filter::{FilterExt, LevelFilter, Targets};
+use tracing_subscriber::layer::{Layer, SubscriberExt};
+use tracing_subscriber::util::SubscriberInitExt;
 
-/// Crates whose trace output may contain secrets.
+/// Crates whose trace output may contain secrets: held at `debug`.
 pub const CAPPED: [&str; 10] = [
     "aws_smithy_runtime",
     "aws_smithy_http_client",
@@ -24,40 +31,132 @@ pub const CAPPED: [&str; 10] = [
     "reqwest",
 ];
 
-/// Build the filter for `spec` (a `RUST_LOG` value, or `None` for `info`).
-/// When the spec asks for `trace` anywhere, the [`CAPPED`] crates are held at
-/// `debug` (and hyper, rustls, tower at `info`); otherwise it is used as is.
+/// Noisy transport crates: held at `info`.
+pub const QUIET: [&str; 4] = ["hyper", "h2", "rustls", "tower"];
+
+/// The user's filter for `spec` (a `RUST_LOG` value, or `None` for `info`).
+/// Unparsable directives are skipped (and the rest kept), as `RUST_LOG`
+/// usually is.
 pub fn filter(spec: Option<&str>) -> EnvFilter {
-    let spec = spec.unwrap_or("");
-    let mut f = EnvFilter::builder()
-        .with_default_directive(tracing::Level::INFO.into())
-        .parse_lossy(spec);
-    if !spec.to_ascii_lowercase().contains("trace") {
-        return f;
+    EnvFilter::builder()
+        .with_default_directive(LevelFilter::INFO.into())
+        .parse_lossy(spec.unwrap_or(""))
+}
+
+/// The fixed ceiling every event must also pass: [`CAPPED`] at `debug`,
+/// [`QUIET`] at `info`, everything else unrestricted (the user's filter
+/// decides). The longest matching target wins, so `hyper_util` is `debug`
+/// even though `hyper` is `info`.
+pub fn caps() -> Targets {
+    let t = CAPPED
+        .iter()
+        .fold(Targets::new().with_default(LevelFilter::TRACE), |t, c| {
+            t.with_target(*c, LevelFilter::DEBUG)
+        });
+    QUIET
+        .iter()
+        .fold(t, |t, c| t.with_target(*c, LevelFilter::INFO))
+}
+
+/// A formatting layer writing to `writer`, filtered by `spec` **and** [`caps`].
+pub fn layer<S, W>(spec: Option<&str>, writer: W, ansi: bool, time: bool) -> impl Layer<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(writer)
+        .with_ansi(ansi);
+    let filter = filter(spec).and(caps());
+    if time {
+        fmt.with_filter(filter).boxed()
+    } else {
+        fmt.without_time().with_filter(filter).boxed()
     }
-    for c in CAPPED {
-        if let Ok(d) = format!("{c}=debug").parse::<Directive>() {
-            f = f.add_directive(d);
-        }
-    }
-    for c in ["hyper", "h2", "rustls", "tower"] {
-        if let Ok(d) = format!("{c}=info").parse::<Directive>() {
-            f = f.add_directive(d);
-        }
-    }
-    f
 }
 
 /// Install the global subscriber (idempotent: later calls are ignored).
 pub fn init() {
     let spec = std::env::var("RUST_LOG").ok();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter(spec.as_deref()))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    let _ = if std::env::var_os("JOURNAL_STREAM").is_some() {
-        builder.without_time().try_init()
-    } else {
-        builder.try_init()
-    };
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let time = std::env::var_os("JOURNAL_STREAM").is_none();
+    let _ = tracing_subscriber::registry()
+        .with(layer(spec.as_deref(), std::io::stderr, ansi, time))
+        .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Emit one trace and one debug event per capped target (and our own
+    /// target) under `spec`; return what reached the log.
+    fn run(spec: &str) -> String {
+        let buf = Buf::default();
+        let w = buf.clone();
+        let sub =
+            tracing_subscriber::registry().with(layer(Some(spec), move || w.clone(), false, false));
+        tracing::subscriber::with_default(sub, || {
+            tracing::trace!(target: "aws_smithy_runtime", "SECRET-smithy-trace");
+            tracing::trace!(target: "aws_smithy_runtime::client::orchestrator", "SECRET-orchestrator-trace");
+            tracing::trace!(target: "aws_smithy_http_client::hyper_1", "SECRET-http-trace");
+            tracing::trace!(target: "aws_sdk_sts", "SECRET-sts-trace");
+            tracing::trace!(target: "reqwest::connect", "SECRET-reqwest-trace");
+            tracing::trace!(target: "hyper_util::client", "SECRET-hyper-util-trace");
+            tracing::debug!(target: "hyper::proto", "hyper-debug");
+            tracing::debug!(target: "aws_smithy_runtime", "smithy-debug");
+            tracing::trace!(target: "credbroker::refresher", "own-trace");
+        });
+        String::from_utf8(buf.0.lock().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn no_rust_log_spelling_lets_sdk_trace_output_through() {
+        // Each of these means "trace" for the SDK/HTTP crates in EnvFilter's
+        // grammar; only the first one says so in its text.
+        for spec in [
+            "trace",
+            "TRACE",
+            "5",
+            "aws_smithy_runtime",
+            "reqwest=",
+            "aws_smithy_runtime=trace,reqwest=trace,aws_sdk_sts=5",
+            "hyper_util=trace,aws_smithy_http_client=trace",
+            "[{x}]=trace,trace",
+            "info,aws_smithy_runtime::client::orchestrator=trace",
+        ] {
+            let out = run(spec);
+            assert!(!out.contains("SECRET"), "RUST_LOG={spec} leaked:\n{out}");
+        }
+    }
+
+    #[test]
+    fn the_spec_still_works_below_the_caps() {
+        let out = run("trace");
+        assert!(out.contains("own-trace"), "{out}");
+        assert!(out.contains("smithy-debug"), "{out}");
+        assert!(!out.contains("hyper-debug"), "hyper is held at info: {out}");
+        let out = run("aws_smithy_runtime");
+        assert!(out.contains("smithy-debug"), "{out}");
+        let out = run("warn");
+        assert!(
+            !out.contains("smithy-debug") && !out.contains("own-trace"),
+            "{out}"
+        );
+        let out = run("");
+        assert!(!out.contains("smithy-debug"), "default is info: {out}");
+    }
 }

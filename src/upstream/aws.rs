@@ -13,6 +13,7 @@ use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_sts::config::Region;
+use aws_sdk_sts::config::http::HttpResponse;
 use aws_sdk_sts::error::{ProvideErrorMetadata, SdkError};
 
 use super::{UpstreamError, short};
@@ -47,10 +48,9 @@ pub fn to_system_time(dt: &aws_smithy_types::DateTime) -> Option<SystemTime> {
 
 /// Classify an SDK error by the reaction it needs. Only error codes, HTTP
 /// statuses and AWS's own (truncated) messages are kept: no request data.
-pub fn classify<E, R>(service: &'static str, err: SdkError<E, R>) -> UpstreamError
+pub fn classify<E>(service: &'static str, err: SdkError<E, HttpResponse>) -> UpstreamError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug,
 {
     match &err {
         SdkError::ConstructionFailure(_) => UpstreamError::Local {
@@ -77,7 +77,7 @@ where
         SdkError::ServiceError(se) => {
             let code = se.err().code().unwrap_or("Unknown").to_owned();
             let message = short(se.err().message().unwrap_or(""));
-            classify_code(service, code, message)
+            classify_code(service, code, message, Some(se.raw().status().as_u16()))
         }
         _ => UpstreamError::Transport {
             service,
@@ -86,36 +86,50 @@ where
     }
 }
 
-fn classify_code(service: &'static str, code: String, message: String) -> UpstreamError {
-    match code.as_str() {
-        "ThrottlingException"
-        | "Throttling"
-        | "TooManyRequestsException"
-        | "LimitExceededException"
-        | "RequestLimitExceeded"
-        | "PriorRequestNotComplete"
-        | "SlowDown" => UpstreamError::Throttled { service, code },
-        "ResourceNotFoundException" => UpstreamError::NotFound {
+/// Cognito Identity error codes that mean a server-side fault (besides the
+/// SDK's own lists below and any 5xx status).
+const COGNITO_TRANSIENT: [&str; 3] = [
+    "InternalErrorException",
+    "IDPCommunicationError",
+    "ExternalServiceException",
+];
+
+/// Map an AWS error code (and the response status, when known) to the
+/// reaction it needs. Throttling and transient codes come from the SDK's own
+/// retry classifier lists (`aws_runtime::retries::classifiers`), so they stay
+/// in step with the SDK.
+fn classify_code(
+    service: &'static str,
+    code: String,
+    message: String,
+    status: Option<u16>,
+) -> UpstreamError {
+    use aws_runtime::retries::classifiers::{THROTTLING_ERRORS, TRANSIENT_ERRORS};
+    let code_str = code.as_str();
+    if THROTTLING_ERRORS.contains(&code_str) || status == Some(429) {
+        return UpstreamError::Throttled { service, code };
+    }
+    if code_str == "ResourceNotFoundException" {
+        return UpstreamError::NotFound {
             service,
             code,
             message,
-        },
-        "InternalErrorException"
-        | "InternalFailure"
-        | "InternalError"
-        | "ServiceUnavailable"
-        | "ServiceUnavailableException"
-        | "IDPCommunicationError"
-        | "Unknown"
-        | "Unhandled" => UpstreamError::Transport {
+        };
+    }
+    if TRANSIENT_ERRORS.contains(&code_str)
+        || COGNITO_TRANSIENT.contains(&code_str)
+        || status.is_some_and(|s| s >= 500)
+        || matches!(code_str, "Unknown" | "Unhandled")
+    {
+        return UpstreamError::Transport {
             service,
             message: format!("{code}: {message}"),
-        },
-        _ => UpstreamError::Rejected {
-            service,
-            code,
-            message,
-        },
+        };
+    }
+    UpstreamError::Rejected {
+        service,
+        code,
+        message,
     }
 }
 
@@ -125,7 +139,7 @@ mod tests {
 
     #[test]
     fn codes_map_to_reactions() {
-        let c = |code: &str| classify_code("x", code.into(), String::new());
+        let c = |code: &str| classify_code("x", code.into(), String::new(), Some(400));
         assert!(matches!(
             c("TooManyRequestsException"),
             UpstreamError::Throttled { .. }
@@ -140,5 +154,19 @@ mod tests {
         ));
         assert!(c("NotAuthorizedException").is_token_rejected());
         assert!(matches!(c("AccessDenied"), UpstreamError::Rejected { .. }));
+        // From the SDK's list, missing from the old hand-kept one.
+        assert!(matches!(
+            c("RequestThrottledException"),
+            UpstreamError::Throttled { .. }
+        ));
+        assert!(matches!(
+            c("RequestTimeout"),
+            UpstreamError::Transport { .. }
+        ));
+        // The status decides for codes no list knows.
+        let s = |code: &str, st| classify_code("x", code.into(), String::new(), Some(st));
+        assert!(matches!(s("Weird", 503), UpstreamError::Transport { .. }));
+        assert!(matches!(s("Weird", 429), UpstreamError::Throttled { .. }));
+        assert!(matches!(s("Weird", 400), UpstreamError::Rejected { .. }));
     }
 }

@@ -44,6 +44,34 @@ fn plausible_identity_id(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b':')
 }
 
+/// Errors that mean the cached identity id itself is unusable, so that
+/// forgetting it and calling `GetId` again can help: the identity is gone
+/// (deleted, or from another pool), or it belongs to another login. Anything
+/// else (access denied, unauthenticated access disabled, throttling, an
+/// expired token) is about the configuration or the moment: a new `GetId`
+/// would not help, and for guests it would mint a new identity per retry.
+pub fn identity_is_unusable(e: &UpstreamError) -> bool {
+    match e {
+        UpstreamError::NotFound { .. } => true,
+        UpstreamError::Rejected { code, message, .. } => match code.as_str() {
+            // "Logins don't match. Please include at least one valid login
+            // for this identity or identity pool." / "Access to Identity
+            // '…' is forbidden." (an authenticated identity asked for
+            // without its login).
+            "NotAuthorizedException" => {
+                let m = message.to_ascii_lowercase();
+                m.contains("logins don't match")
+                    || m.contains("logins do not match")
+                    || (m.contains("access to identity") && m.contains("forbidden"))
+            }
+            // The login is already linked to another identity.
+            "ResourceConflictException" => true,
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
 impl CognitoExchange {
     /// Clients for this profile.
     pub fn new(cfg: &AwsConfig, sdk: &aws_config::SdkConfig) -> Self {
@@ -127,7 +155,7 @@ impl CognitoExchange {
         let mut cached = self.identity.lock().await;
         let id = self.identity_id(&mut cached, &logins).await?;
         match self.with_identity(&id, &logins).await {
-            Err(e @ (UpstreamError::NotFound { .. } | UpstreamError::Rejected { .. })) => {
+            Err(e) if identity_is_unusable(&e) => {
                 // The identity was deleted, or belongs to another login (the
                 // refresh token changed hands): start over with GetId once.
                 tracing::info!(error = %e, "Cognito refused the cached identity id; calling GetId again");
@@ -200,6 +228,117 @@ impl CognitoExchange {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::upstream::fake::{self, FakeAws};
+    use serde_json::json;
+
+    fn guest_cfg(dir: &std::path::Path) -> AwsConfig {
+        AwsConfig {
+            flow: AwsFlow::Cognito,
+            identity_pool_id: Some("us-east-1:pool".into()),
+            account_id: None,
+            login_provider: None,
+            role_arn: None,
+            session_name: "s".into(),
+            duration: None,
+            session_policy_file: None,
+            session_policy: None,
+            identity_id_file: dir.join("identity-id"),
+        }
+    }
+
+    fn creds_answer() -> fake::Answer {
+        let exp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 3600;
+        (
+            200,
+            json!({"IdentityId": "us-east-1:one", "Credentials": {
+                "AccessKeyId": "ASIAFAKE", "SecretKey": "s", "SessionToken": "t", "Expiration": exp}}),
+        )
+    }
+
+    /// A configuration error that persists (here: the pool does not allow
+    /// guests) must not make each retry call GetId: for guests every GetId
+    /// mints a new identity.
+    #[tokio::test]
+    async fn a_persistent_refusal_keeps_the_identity() {
+        let aws = FakeAws::start(|op, _, n| match op {
+            "GetId" => (200, json!({"IdentityId": format!("us-east-1:guest-{n}")})),
+            "GetCredentialsForIdentity" => fake::error(
+                400,
+                "NotAuthorizedException",
+                "Unauthenticated access is not supported for this identity pool.",
+            ),
+            _ => fake::error(400, "UnknownOperationException", op),
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let x = CognitoExchange::new(&guest_cfg(dir.path()), &fake::sdk(&aws.endpoint).await);
+        for _ in 0..3 {
+            let e = x.exchange(None).await.unwrap_err();
+            assert!(matches!(e, UpstreamError::Rejected { .. }), "{e}");
+        }
+        assert_eq!(aws.count("GetId"), 1, "{:?}", aws.calls.lock().unwrap());
+        assert_eq!(aws.count("GetCredentialsForIdentity"), 3);
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("identity-id")).unwrap(),
+            "us-east-1:guest-0"
+        );
+        // Neither does throttling (a code the old hand-kept list lacked) or AccessDenied.
+        for (code, msg) in [
+            ("RequestThrottledException", "slow"),
+            ("AccessDeniedException", "no"),
+        ] {
+            let aws = FakeAws::start(move |op, _, n| match op {
+                "GetId" => (200, json!({"IdentityId": format!("us-east-1:g-{n}")})),
+                _ => fake::error(400, code, msg),
+            })
+            .await;
+            let dir = tempfile::tempdir().unwrap();
+            let x = CognitoExchange::new(&guest_cfg(dir.path()), &fake::sdk(&aws.endpoint).await);
+            let _ = x.exchange(None).await.unwrap_err();
+            let _ = x.exchange(None).await.unwrap_err();
+            assert_eq!(aws.count("GetId"), 1, "{code}");
+        }
+    }
+
+    /// An identity that is gone (or belongs to another login) is forgotten
+    /// and replaced once.
+    #[tokio::test]
+    async fn a_gone_identity_is_replaced_once() {
+        for (code, msg) in [
+            (
+                "ResourceNotFoundException",
+                "Identity 'us-east-1:old' not found.",
+            ),
+            (
+                "NotAuthorizedException",
+                "Logins don't match. Please include at least one valid login for this identity or identity pool.",
+            ),
+        ] {
+            let aws = FakeAws::start(move |op, input, _| match op {
+                "GetId" => (200, json!({"IdentityId": "us-east-1:new"})),
+                "GetCredentialsForIdentity" if input["IdentityId"] == "us-east-1:old" => {
+                    fake::error(400, code, msg)
+                }
+                "GetCredentialsForIdentity" => creds_answer(),
+                _ => fake::error(400, "UnknownOperationException", op),
+            })
+            .await;
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("identity-id"), "us-east-1:old").unwrap();
+            let x = CognitoExchange::new(&guest_cfg(dir.path()), &fake::sdk(&aws.endpoint).await);
+            let c = x.exchange(None).await.unwrap();
+            assert_eq!(c.access_key_id, "ASIAFAKE");
+            assert_eq!(aws.count("GetId"), 1, "{code}");
+            assert_eq!(
+                std::fs::read_to_string(dir.path().join("identity-id")).unwrap(),
+                "us-east-1:new"
+            );
+        }
+    }
 
     #[test]
     fn identity_ids_are_checked() {

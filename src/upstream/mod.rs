@@ -14,6 +14,8 @@
 
 pub mod aws;
 pub mod cognito;
+#[cfg(test)]
+pub(crate) mod fake;
 pub mod oidc;
 pub mod sts;
 pub mod token_store;

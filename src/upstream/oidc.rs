@@ -11,6 +11,7 @@
 //! * Public clients send `client_id` in the form; confidential clients use
 //!   HTTP Basic (`client_secret_basic`) with the secret read from a file.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::ACCEPT;
@@ -19,10 +20,11 @@ use tokio::sync::Mutex;
 use url::Url;
 
 use crate::clock::SharedClock;
-use crate::config::{OidcConfig, check_upstream_url};
-use crate::secret::{ExposeSecret, SecretString, secret};
+use crate::config::OidcConfig;
+use crate::net::check_upstream_url;
+use crate::secret::ExposeSecret;
 
-use super::token_store::{TokenFile, read_client_secret};
+use super::token_store::{RotatingToken, TokenFile, TokenStore, read_client_secret};
 use super::{IdToken, UpstreamError, short};
 
 const SERVICE: &str = "oidc";
@@ -45,18 +47,15 @@ struct OAuthError {
     error_description: Option<String>,
 }
 
-#[derive(Default)]
 struct Cache {
     id_token: Option<IdToken>,
-    /// A rotated refresh token the IdP issued that we could not save yet; it
-    /// is the only valid one, so it is saved before anything else is tried.
-    pending_rt: Option<SecretString>,
+    /// The refresh token (and a rotated one not saved yet).
+    refresh: RotatingToken,
 }
 
 /// OIDC refresh-token login.
 pub struct OidcLogin {
     cfg: OidcConfig,
-    token_file: TokenFile,
     http: reqwest::Client,
     clock: SharedClock,
     token_endpoint: Mutex<Option<Url>>,
@@ -93,13 +92,25 @@ fn transport(e: &reqwest::Error) -> UpstreamError {
 impl OidcLogin {
     /// A login for this configuration (no I/O yet).
     pub fn new(cfg: OidcConfig, clock: SharedClock) -> Result<Self, UpstreamError> {
+        let store = Arc::new(TokenFile::new(cfg.refresh_token_file.clone(), SERVICE));
+        Self::with_store(cfg, store, clock)
+    }
+
+    /// A login whose refresh token is kept in `store`.
+    pub fn with_store(
+        cfg: OidcConfig,
+        store: Arc<dyn TokenStore>,
+        clock: SharedClock,
+    ) -> Result<Self, UpstreamError> {
         Ok(OidcLogin {
             token_endpoint: Mutex::new(cfg.token_endpoint.clone()),
-            token_file: TokenFile::new(cfg.refresh_token_file.clone(), SERVICE),
             cfg,
             http: http_client()?,
             clock,
-            cache: Mutex::new(Cache::default()),
+            cache: Mutex::new(Cache {
+                id_token: None,
+                refresh: RotatingToken::new(store),
+            }),
         })
     }
 
@@ -174,16 +185,7 @@ impl OidcLogin {
         {
             return Ok(t.clone());
         }
-        let rt = match cache.pending_rt.take() {
-            Some(p) => {
-                if let Err(e) = self.token_file.save(&p) {
-                    cache.pending_rt = Some(p);
-                    return Err(e);
-                }
-                p
-            }
-            None => self.token_file.read()?,
-        };
+        let rt = cache.refresh.current()?;
         let endpoint = self.endpoint().await?;
         let mut form: Vec<(&str, &str)> = vec![
             ("grant_type", "refresh_token"),
@@ -210,20 +212,9 @@ impl OidcLogin {
                     service: SERVICE,
                     message: "token response is not valid JSON".into(),
                 })?;
-            if let Some(new_rt) = body
-                .refresh_token
-                .filter(|n| !n.is_empty() && n != rt.expose_secret())
-            {
-                // Rotation: the old token is now dead. Persist the new one
-                // before anything else; keep it in memory if that fails.
-                let new_rt = secret(new_rt);
-                if let Err(e) = self.token_file.save(&new_rt) {
-                    cache.pending_rt = Some(new_rt);
-                    cache.id_token = None;
-                    return Err(e);
-                }
-                tracing::debug!(path = %self.cfg.refresh_token_file.display(), "saved the rotated refresh token");
-            }
+            // Rotation: the old token is now dead. Persist the new one before
+            // anything else (kept in memory if that fails).
+            cache.refresh.rotated(&rt, body.refresh_token.as_deref());
             let id = body.id_token.ok_or_else(|| UpstreamError::BadResponse {
                 service: SERVICE,
                 message:
@@ -260,7 +251,10 @@ impl OidcLogin {
                     other => format!("the identity provider refused the refresh ({}{}{})", short(other), if desc.is_empty() { "" } else { ": " }, desc),
                 };
                 cache.id_token = None;
-                Err(self.token_file.login_required(&short(&err.error), &what))
+                Err(cache
+                    .refresh
+                    .store()
+                    .login_required(&short(&err.error), &what))
             }
             Err(_) => Err(UpstreamError::BadResponse {
                 service: SERVICE,

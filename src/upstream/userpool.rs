@@ -7,23 +7,32 @@
 use aws_sdk_cognitoidentityprovider::types::AuthFlowType;
 use base64::Engine;
 use hmac::{KeyInit, Mac};
+use std::sync::Arc;
+
 use tokio::sync::Mutex;
 
 use crate::clock::SharedClock;
 use crate::config::UserPoolConfig;
-use crate::secret::{ExposeSecret, secret};
+use crate::secret::ExposeSecret;
 
 use super::aws::classify;
-use super::token_store::{TokenFile, read_client_secret};
+use super::token_store::{RotatingToken, TokenFile, TokenStore, read_client_secret};
 use super::{IdToken, UpstreamError};
+
+const SERVICE: &str = "cognito-idp";
 
 /// Cognito user pool refresh-token login.
 pub struct UserPoolLogin {
     cfg: UserPoolConfig,
-    token_file: TokenFile,
     client: aws_sdk_cognitoidentityprovider::Client,
     clock: SharedClock,
-    cache: Mutex<Option<IdToken>>,
+    cache: Mutex<Cache>,
+}
+
+struct Cache {
+    id_token: Option<IdToken>,
+    /// The refresh token (and a rotated one not saved yet).
+    refresh: RotatingToken,
 }
 
 /// `SECRET_HASH` for Cognito app clients with a secret.
@@ -40,22 +49,40 @@ pub fn secret_hash(client_secret: &str, username: &str, client_id: &str) -> Stri
 impl UserPoolLogin {
     /// A login for this configuration.
     pub fn new(cfg: UserPoolConfig, sdk: &aws_config::SdkConfig, clock: SharedClock) -> Self {
+        let store = Arc::new(TokenFile::new(cfg.refresh_token_file.clone(), SERVICE));
+        Self::with_store(cfg, store, sdk, clock)
+    }
+
+    /// A login whose refresh token is kept in `store`.
+    pub fn with_store(
+        cfg: UserPoolConfig,
+        store: Arc<dyn TokenStore>,
+        sdk: &aws_config::SdkConfig,
+        clock: SharedClock,
+    ) -> Self {
         UserPoolLogin {
-            token_file: TokenFile::new(cfg.refresh_token_file.clone(), "cognito-idp"),
             cfg,
             client: aws_sdk_cognitoidentityprovider::Client::new(sdk),
             clock,
-            cache: Mutex::new(None),
+            cache: Mutex::new(Cache {
+                id_token: None,
+                refresh: RotatingToken::new(store),
+            }),
         }
     }
 
     /// The cached id token if fresh (and not `force`), else a refreshed one.
     pub async fn id_token(&self, force: bool) -> Result<IdToken, UpstreamError> {
         let mut cache = self.cache.lock().await;
-        if !force && let Some(t) = cache.as_ref().filter(|t| t.fresh_at(self.clock.now())) {
+        if !force
+            && let Some(t) = cache
+                .id_token
+                .as_ref()
+                .filter(|t| t.fresh_at(self.clock.now()))
+        {
             return Ok(t.clone());
         }
-        let rt = self.token_file.read()?;
+        let rt = cache.refresh.current()?;
         let mut req = self
             .client
             .initiate_auth()
@@ -69,40 +96,32 @@ impl UserPoolLogin {
                 secret_hash(s.expose_secret(), user, &self.cfg.client_id),
             );
         }
-        let out = req
-            .send()
-            .await
-            .map_err(|e| match classify("cognito-idp", e) {
-                UpstreamError::Rejected { code, message, .. }
-                    if code == "NotAuthorizedException" =>
-                {
-                    self.token_file.login_required(
-                        &code,
-                        &format!("the user pool rejected the refresh token ({message})"),
-                    )
-                }
-                other => other,
-            })?;
+        let out = req.send().await.map_err(|e| match classify(SERVICE, e) {
+            UpstreamError::Rejected { code, message, .. } if code == "NotAuthorizedException" => {
+                cache.refresh.store().login_required(
+                    &code,
+                    &format!("the user pool rejected the refresh token ({message})"),
+                )
+            }
+            other => other,
+        })?;
         let result = out
             .authentication_result()
             .ok_or_else(|| UpstreamError::BadResponse {
-                service: "cognito-idp",
+                service: SERVICE,
                 message: "InitiateAuth returned a challenge instead of tokens".into(),
             })?;
-        if let Some(new_rt) = result
-            .refresh_token()
-            .filter(|n| !n.is_empty() && *n != rt.expose_secret())
-        {
-            self.token_file.save(&secret(new_rt))?;
-        }
+        // A pool with rotation returns a new refresh token: the old one is
+        // dead. Persist it before anything else (kept in memory if that fails).
+        cache.refresh.rotated(&rt, result.refresh_token());
         let id = result
             .id_token()
             .ok_or_else(|| UpstreamError::BadResponse {
-                service: "cognito-idp",
+                service: SERVICE,
                 message: "InitiateAuth returned no IdToken".into(),
             })?;
         let tok = IdToken::from_jwt(id.to_owned());
-        *cache = Some(tok.clone());
+        cache.id_token = Some(tok.clone());
         Ok(tok)
     }
 }
@@ -110,6 +129,96 @@ impl UserPoolLogin {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::secret::{SecretString, secret};
+    use crate::upstream::fake::{self, FakeAws};
+    use std::sync::Mutex as StdMutex;
+
+    /// A token store whose first `fail_saves` saves fail (disk full, …).
+    #[derive(Debug)]
+    struct FlakyStore {
+        token: StdMutex<String>,
+        fail_saves: StdMutex<u32>,
+    }
+
+    impl TokenStore for FlakyStore {
+        fn read(&self) -> Result<SecretString, UpstreamError> {
+            Ok(secret(self.token.lock().unwrap().clone()))
+        }
+        fn save(&self, t: &SecretString) -> Result<(), UpstreamError> {
+            let mut f = self.fail_saves.lock().unwrap();
+            if *f > 0 {
+                *f -= 1;
+                return Err(UpstreamError::Local {
+                    message: "disk full".into(),
+                });
+            }
+            *self.token.lock().unwrap() = t.expose_secret().to_owned();
+            Ok(())
+        }
+        fn login_required(&self, code: &str, what: &str) -> UpstreamError {
+            UpstreamError::LoginRequired {
+                service: SERVICE,
+                code: code.into(),
+                message: what.into(),
+            }
+        }
+    }
+
+    /// With rotation, the IdP's answer holds the only valid refresh token:
+    /// a failed save must not drop it. It is used for the next refresh and
+    /// saved once the store takes it.
+    #[tokio::test]
+    async fn a_rotated_token_survives_a_failed_save() {
+        let aws = FakeAws::start(|op, input, n| match op {
+            "InitiateAuth" => {
+                let presented = input["AuthParameters"]["REFRESH_TOKEN"]
+                    .as_str()
+                    .unwrap_or("");
+                if presented != format!("rt-{n}") {
+                    return fake::error(
+                        400,
+                        "NotAuthorizedException",
+                        "Refresh Token has been revoked",
+                    );
+                }
+                (
+                    200,
+                    serde_json::json!({"AuthenticationResult": {
+                        "IdToken": fake::jwt("u"), "AccessToken": "a", "ExpiresIn": 3600,
+                        "TokenType": "Bearer", "RefreshToken": format!("rt-{}", n + 1)}}),
+                )
+            }
+            _ => fake::error(400, "UnknownOperationException", op),
+        })
+        .await;
+        let store = Arc::new(FlakyStore {
+            token: StdMutex::new("rt-0".into()),
+            fail_saves: StdMutex::new(2),
+        });
+        let cfg = UserPoolConfig {
+            user_pool_id: "us-east-1_x".into(),
+            client_id: "c".into(),
+            client_secret_file: None,
+            username: None,
+            refresh_token_file: "/nonexistent".into(),
+        };
+        let login = UserPoolLogin::with_store(
+            cfg,
+            store.clone(),
+            &fake::sdk(&aws.endpoint).await,
+            Arc::new(crate::clock::SystemClock),
+        );
+        // Rotation to rt-1; its save fails, but the id token is still good.
+        login.id_token(true).await.unwrap();
+        assert_eq!(*store.token.lock().unwrap(), "rt-0");
+        // The next refresh presents rt-1 from memory (its save fails again),
+        // and gets rt-2, which is saved.
+        login.id_token(true).await.unwrap();
+        assert_eq!(*store.token.lock().unwrap(), "rt-2");
+        login.id_token(true).await.unwrap();
+        assert_eq!(*store.token.lock().unwrap(), "rt-3");
+        assert_eq!(aws.count("InitiateAuth"), 3);
+    }
 
     #[test]
     fn secret_hash_matches_reference() {
