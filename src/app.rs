@@ -61,6 +61,10 @@ pub fn ecs_token(path: &Path) -> Result<SecretString, StartupError> {
             tracing::info!(path = %path.display(), "created a new ECS authorization token");
             Ok(secret(tok))
         }
+        // Owner/mode refusals (fsutil) are the user's to fix: a usage error.
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            Err(StartupError::Usage(format!("server.ecs_token_file: {e}")))
+        }
         Err(e) => Err(StartupError::Other(format!(
             "cannot read the ECS token file {}: {e}",
             path.display()
@@ -101,7 +105,15 @@ impl std::fmt::Debug for App {
 /// Check (or create 0700) a directory the daemon writes secrets or state
 /// into; an unsafe one is a usage error naming the key and the path.
 fn private_dir(dir: &Path, key: &str) -> Result<(), StartupError> {
-    fsutil::ensure_private_dir(dir).map_err(|e| StartupError::Usage(format!("{key}: {e}")))
+    fsutil::ensure_private_dir(dir).map_err(|e| {
+        // The owner/mode checks name the path themselves; OS errors do not.
+        let shown = dir.display().to_string();
+        if e.to_string().contains(&shown) {
+            StartupError::Usage(format!("{key}: {e}"))
+        } else {
+            StartupError::Usage(format!("{key}: {shown}: {e}"))
+        }
+    })
 }
 
 impl App {

@@ -421,6 +421,52 @@ mod tests {
     }
 
     #[test]
+    fn a_readable_secret_file_is_warned_about_once_per_change() {
+        #[derive(Clone, Default)]
+        struct Buf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let w = buf.clone();
+        let sub = tracing_subscriber::fmt()
+            .with_writer(move || w.clone())
+            .with_ansi(false)
+            .finish();
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("rt");
+        fs::write(&p, "tok").unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o640)).unwrap();
+        let warnings = || {
+            String::from_utf8(buf.0.lock().unwrap().clone())
+                .unwrap()
+                .matches("readable by group or others")
+                .count()
+        };
+        tracing::subscriber::with_default(sub, || {
+            for _ in 0..5 {
+                read_secret_file_with(&p, Readable::Warn).unwrap();
+            }
+            assert_eq!(warnings(), 1, "one warning for five reads of the same file");
+            // A change of the file (new content, new mode) is warned about again.
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            fs::write(&p, "tok2").unwrap();
+            read_secret_file_with(&p, Readable::Warn).unwrap();
+            read_secret_file_with(&p, Readable::Warn).unwrap();
+            assert_eq!(warnings(), 2);
+            fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
+            read_secret_file_with(&p, Readable::Warn).unwrap();
+            assert_eq!(warnings(), 3);
+        });
+    }
+
+    #[test]
     fn foreign_or_open_directories_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().join("run");

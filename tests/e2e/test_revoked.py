@@ -5,7 +5,8 @@ rotated away; oidc-provider treats that as a reuse and revokes the whole grant,
 including the token the daemon holds now. The daemon must then say "login
 required" (status and an ERROR log naming the refresh-token file), keep serving
 the last credentials only until they expire, then answer 503 and never serve
-expired credentials, and must not hammer the IdP.
+expired credentials, and must not hammer the IdP. `credbroker status` then exits
+3 (a profile is not serving) and names it.
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ def test_revoked_grant_means_login_required_and_no_expired_creds(oidc_daemon):
 
     st = daemon.wait_state("login_required", timeout=75)
     assert st["last_error"], f"login_required without last_error: {st}"
+    # `credbroker status` tells scripts and health checks: exit 3, the profile named.
+    proc = daemon.cli("status")
+    assert proc.returncode == 3, f"status exit {proc.returncode}\n{proc.stdout}{proc.stderr}"
+    assert "login_required" in proc.stdout and "default (login_required)" in proc.stderr, proc.stdout + proc.stderr
 
     # Poll both endpoints every second until well after the last expiration.
     polls = 0
