@@ -6,7 +6,8 @@
 # (writes docs/compatibility.md) and the adversarial suite (writes
 # docs/security.md). CREDBROKER_LONG=1 runs the long crash loops;
 # FUZZ_SECONDS=N fuzzes longer.
-# Installs what it needs first (tests/setup.sh: .venv + npm ci); idempotent.
+# Installs what it needs first (tests/setup.sh: toolchain checks, .venv, npm ci,
+# the SDK matrix's Debian packages); idempotent.
 # Usage: tests/run.sh            (from anywhere)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -15,6 +16,8 @@ start=$(date +%s)
 # Everything the tests start listens on loopback: never send it through a proxy.
 export NO_PROXY="127.0.0.1,localhost,::1${NO_PROXY:+,$NO_PROXY}" no_proxy="127.0.0.1,localhost,::1${no_proxy:+,$no_proxy}"
 bash tests/setup.sh
+# setup.sh installs Node 20 under .cache/node when the system's is missing or older.
+if [ -x .cache/node/bin/node ]; then export PATH="$PWD/.cache/node/bin:$PATH"; fi
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
 # The binary and the Rust SDK test client (examples/sdk_probe.rs) for the e2e suite.
