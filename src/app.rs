@@ -79,6 +79,9 @@ pub struct DaemonInfo {
     pub pid: u32,
     /// Bound address (client commands refuse a non-loopback one).
     pub listen: SocketAddr,
+    /// Per-profile IMDS listeners (`profiles.<name>.imds_listen`), as bound.
+    #[serde(default)]
+    pub imds_listeners: std::collections::BTreeMap<String, SocketAddr>,
     /// Version.
     pub version: String,
 }
@@ -318,6 +321,7 @@ fn write_daemon_file(path: &Path, addr: SocketAddr) {
     let info = DaemonInfo {
         pid: std::process::id(),
         listen: addr,
+        imds_listeners: Default::default(),
         version: env!("CARGO_PKG_VERSION").into(),
     };
     if let Err(e) = serde_json::to_vec_pretty(&info)

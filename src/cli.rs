@@ -355,6 +355,7 @@ aws = {{ flow = "cognito", identity_pool_id = "us-east-1:y" }}
         let info = DaemonInfo {
             pid: 1,
             listen: "127.0.0.1:4242".parse().unwrap(),
+            imds_listeners: Default::default(),
             version: "v".into(),
         };
         std::fs::write(
@@ -392,6 +393,7 @@ aws = {{ flow = "cognito", identity_pool_id = "us-east-1:y" }}
             let info = DaemonInfo {
                 pid: 1,
                 listen: addr.parse().unwrap(),
+                imds_listeners: Default::default(),
                 version: "v".into(),
             };
             std::fs::write(run.join(DAEMON_FILE), serde_json::to_vec(&info).unwrap()).unwrap();

@@ -81,6 +81,7 @@ pub struct RawProfile {
     pub region: Option<String>,
     pub endpoint_url: Option<String>,
     pub role_name: Option<String>,
+    pub imds_listen: Option<String>,
     pub refresh_before: Option<RawDuration>,
     pub state_dir: Option<PathBuf>,
     pub login: Option<RawLogin>,
@@ -226,6 +227,8 @@ pub struct ProfileConfig {
     pub endpoint_url: Option<Url>,
     /// IMDS role name.
     pub role_name: String,
+    /// A loopback address serving this profile's IMDS on its own port.
+    pub imds_listen: Option<SocketAddr>,
     /// How long before expiry to refresh (capped at half the lifetime).
     pub refresh_before: Duration,
     /// Per-profile state directory (refresh token, identity id).
@@ -346,6 +349,11 @@ pub struct AwsConfig {
 }
 
 impl AwsConfig {
+    /// The flow as written in the file (`cognito`, `cognito-basic`, `sts`).
+    pub fn flow_name(&self) -> &'static str {
+        self.flow.as_str()
+    }
+
     /// The account id to serve: configured, else from the role ARN.
     pub fn configured_account_id(&self) -> Option<String> {
         self.account_id
@@ -507,6 +515,24 @@ impl V<'_> {
         }
         Ok(d)
     }
+    fn loopback_addr(&self, s: &str, key: &str) -> Result<SocketAddr, ConfigError> {
+        let addr: SocketAddr = s.parse().map_err(|_| {
+            self.err(
+                key,
+                format!("invalid address {s:?}; expected IP:PORT such as \"127.0.0.1:9911\""),
+            )
+        })?;
+        if !addr.ip().is_loopback() {
+            return Err(self.err(
+                key,
+                format!(
+                    "{addr} is not a loopback address; credbroker serves credentials on loopback only (127.0.0.0/8 or [::1])"
+                ),
+            ));
+        }
+        Ok(addr)
+    }
+
     fn upstream_url(&self, v: &str, key: &str) -> Result<Url, ConfigError> {
         let url = Url::parse(v).map_err(|e| self.err(key, format!("invalid URL {v:?}: {e}")))?;
         check_upstream_url(&url).map_err(|m| self.err(key, m))?;
@@ -568,21 +594,7 @@ fn validate(raw: RawConfig, path: &Path, env: &Env) -> Result<Config, ConfigErro
     }
 
     let rs = raw.server.unwrap_or_default();
-    let listen_s = rs.listen.unwrap_or_else(|| DEFAULT_LISTEN.into());
-    let listen: SocketAddr = listen_s.parse().map_err(|_| {
-        v.err(
-            "server.listen",
-            format!("invalid address {listen_s:?}; expected IP:PORT such as \"127.0.0.1:9911\""),
-        )
-    })?;
-    if !listen.ip().is_loopback() {
-        return Err(v.err(
-            "server.listen",
-            format!(
-                "{listen} is not a loopback address; credbroker serves credentials on loopback only (127.0.0.0/8 or [::1])"
-            ),
-        ));
-    }
+    let listen = v.loopback_addr(rs.listen.as_deref().unwrap_or(DEFAULT_LISTEN), "server.listen")?;
     let runtime_dir = rs.runtime_dir.unwrap_or_else(|| v.dirs.runtime.clone());
     let ecs_token_file = rs
         .ecs_token_file
@@ -673,6 +685,11 @@ fn validate_profile(v: &V<'_>, name: &str, p: RawProfile) -> Result<ProfileConfi
             format!("invalid role name {role_name:?}: letters, digits, '-', '_', '.' only"),
         ));
     }
+    let imds_listen = p
+        .imds_listen
+        .as_deref()
+        .map(|s| v.loopback_addr(s, &k("imds_listen")))
+        .transpose()?;
     let refresh_before = match &p.refresh_before {
         Some(d) => v.duration(d, &k("refresh_before"))?,
         None => DEFAULT_REFRESH_BEFORE,
@@ -945,6 +962,7 @@ fn validate_profile(v: &V<'_>, name: &str, p: RawProfile) -> Result<ProfileConfi
         region,
         endpoint_url,
         role_name,
+        imds_listen,
         refresh_before,
         login,
         aws: AwsConfig {
@@ -1064,6 +1082,9 @@ impl fmt::Display for Config {
                 writeln!(f, "endpoint_url = {}", q(u.as_str()))?;
             }
             writeln!(f, "role_name = {}", q(&pr.role_name))?;
+            if let Some(a) = pr.imds_listen {
+                writeln!(f, "imds_listen = {}", q(&a.to_string()))?;
+            }
             writeln!(
                 f,
                 "refresh_before = {}",
