@@ -138,7 +138,8 @@ pub struct ProfileEntry {
     pub reader: ProfileReader,
 }
 
-/// Name → profile, looked up per request.
+/// Name → profile, looked up per request. Writer: the app's supervisor
+/// (profiles added, replaced and removed by reloads); readers: handlers.
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
     inner: Arc<RwLock<BTreeMap<String, ProfileEntry>>>,
@@ -149,6 +150,13 @@ impl Registry {
     pub fn insert(&self, name: String, entry: ProfileEntry) {
         if let Ok(mut m) = self.inner.write() {
             m.insert(name, entry);
+        }
+    }
+
+    /// Remove a profile (its ECS path then answers 404).
+    pub fn remove(&self, name: &str) {
+        if let Ok(mut m) = self.inner.write() {
+            m.remove(name);
         }
     }
 

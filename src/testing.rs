@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use crate::clock::SharedClock;
 use crate::creds::{AwsCredentials, Served};
 use crate::secret::secret;
-use crate::server::ServerState;
+use crate::server::{ListenerView, ServerState, Shared};
 use crate::store::{ProfileEntry, ProfileInfo, ProfileStore, Registry, State};
 
 /// The fixture's ECS token.
@@ -68,14 +68,16 @@ pub fn server_state(
             reader,
         },
     );
-    let state = Arc::new(ServerState {
-        registry,
-        imds_profile: "default".into(),
-        imds_v1,
-        ecs_token: secret(ECS_TOKEN),
-        tokens: Default::default(),
-        hosts: ServerState::host_allow_list(addr, extra_hosts),
-        clock,
-    });
+    let shared = Arc::new(Shared::new(registry, secret(ECS_TOKEN), clock));
+    let state = Arc::new(ServerState::new(
+        shared,
+        ListenerView {
+            imds_profile: "default".into(),
+            imds: true,
+            imds_v1,
+            ecs: true,
+            hosts: ServerState::host_allow_list(addr, extra_hosts),
+        },
+    ));
     (state, store)
 }

@@ -1,6 +1,7 @@
 //! File watching: wakes a profile's refresher when its refresh-token file is
 //! written (e.g. by a new login), so a profile stuck in `login_required`
-//! recovers at once without a restart.
+//! recovers at once without a restart; and asks the app to reload when the
+//! config file changes.
 //!
 //! The *parent directory* is watched, not the file: writers (including our
 //! own atomic writes and most editors) replace the file by rename, which a
@@ -15,6 +16,7 @@ use std::path::{Path, PathBuf};
 use notify::{RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
 
+#[cfg(doc)]
 use crate::refresher::Wake;
 
 /// Keeps the OS watch alive; dropping it stops watching.
@@ -22,13 +24,18 @@ pub struct FileWatcher {
     _inner: notify::RecommendedWatcher,
 }
 
-type Targets = HashMap<PathBuf, Vec<(OsString, mpsc::Sender<Wake>)>>;
+type Targets<T> = HashMap<PathBuf, Vec<(OsString, mpsc::Sender<T>, T)>>;
 
-/// Watch each file's directory and send [`Wake::TokenFileChanged`] to its
-/// refresher when the file changes.
-pub fn watch(files: Vec<(PathBuf, mpsc::Sender<Wake>)>) -> notify::Result<FileWatcher> {
-    let mut targets: Targets = HashMap::new();
-    for (file, tx) in files {
+/// Watch each file's directory and send its message (for a refresh-token
+/// file: [`Wake::TokenFileChanged`] to its refresher; for the config file: a
+/// reload request) when the file changes. Kubernetes ConfigMap volumes swap
+/// a `..data` symlink instead of writing the file, so a `..*` entry in the
+/// directory counts as a change of every file watched there.
+pub fn watch<T: Clone + Send + 'static>(
+    files: Vec<(PathBuf, mpsc::Sender<T>, T)>,
+) -> notify::Result<FileWatcher> {
+    let mut targets: Targets<T> = HashMap::new();
+    for (file, tx, msg) in files {
         let (Some(dir), Some(name)) = (file.parent(), file.file_name()) else {
             continue;
         };
@@ -40,7 +47,7 @@ pub fn watch(files: Vec<(PathBuf, mpsc::Sender<Wake>)>) -> notify::Result<FileWa
         targets
             .entry(dir.to_path_buf())
             .or_default()
-            .push((name.to_os_string(), tx));
+            .push((name.to_os_string(), tx, msg));
     }
     let dirs: Vec<PathBuf> = targets.keys().cloned().collect();
     let handler = move |res: notify::Result<notify::Event>| {
@@ -52,10 +59,11 @@ pub fn watch(files: Vec<(PathBuf, mpsc::Sender<Wake>)>) -> notify::Result<FileWa
             let (Some(dir), Some(name)) = (p.parent(), p.file_name()) else {
                 continue;
             };
+            let swap = name.to_string_lossy().starts_with("..");
             if let Some(list) = targets.get(dir) {
-                for (n, tx) in list {
-                    if n == name {
-                        let _ = tx.try_send(Wake::TokenFileChanged);
+                for (n, tx, msg) in list {
+                    if n == name || swap {
+                        let _ = tx.try_send(msg.clone());
                     }
                 }
             }
@@ -73,6 +81,7 @@ pub fn watch(files: Vec<(PathBuf, mpsc::Sender<Wake>)>) -> notify::Result<FileWa
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::refresher::Wake;
     use std::time::Duration;
 
     #[tokio::test]
@@ -82,7 +91,11 @@ mod tests {
         let b = dir.path().join("b-token");
         let (ta, mut ra) = mpsc::channel(4);
         let (tb, mut rb) = mpsc::channel(4);
-        let _w = watch(vec![(a.clone(), ta), (b.clone(), tb)]).unwrap();
+        let _w = watch(vec![
+            (a.clone(), ta, Wake::TokenFileChanged),
+            (b.clone(), tb, Wake::TokenFileChanged),
+        ])
+        .unwrap();
         crate::fsutil::write_atomic_private(&a, b"new").unwrap();
         let got = tokio::time::timeout(Duration::from_secs(5), ra.recv())
             .await

@@ -85,9 +85,9 @@ fn fixture() -> Fixture {
         .tokens
         .issue(now + Duration::from_secs(60), 21_600)
         .expect("issue the fixture's IMDS token");
-    let local = server::router(state.clone(), true)
+    let local = server::router(state.clone())
         .layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
-    let remote = server::router(state, true)
+    let remote = server::router(state)
         .layer(MockConnectInfo(SocketAddr::from(([192, 0, 2, 7], 40000))));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()

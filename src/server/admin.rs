@@ -33,8 +33,8 @@ fn usable(p: &ProfileEntry, now: SystemTime) -> bool {
 
 /// `GET /readyz`.
 pub async fn readyz(State(st): State<Arc<ServerState>>) -> Response {
-    let now = st.clock.now();
-    let all = st.registry.all();
+    let now = st.shared.clock.now();
+    let all = st.shared.registry.all();
     let ready = !all.is_empty() && all.iter().all(|(_, p)| usable(p, now));
     let (code, body) = if ready {
         (StatusCode::OK, "ready")
@@ -87,8 +87,9 @@ pub async fn status(State(st): State<Arc<ServerState>>, headers: HeaderMap) -> R
             "missing or invalid Authorization token",
         );
     }
-    let now = st.clock.now();
+    let now = st.shared.clock.now();
     let profiles: serde_json::Map<String, Value> = st
+        .shared
         .registry
         .all()
         .iter()
@@ -97,7 +98,8 @@ pub async fn status(State(st): State<Arc<ServerState>>, headers: HeaderMap) -> R
     let body = json!({
         "version": env!("CARGO_PKG_VERSION"),
         "now": rfc3339(now),
-        "imds_profile": st.imds_profile,
+        "imds_profile": st.view().imds_profile,
+        "config_error": st.shared.config_error(),
         "profiles": profiles,
     });
     (

@@ -33,7 +33,7 @@ pub fn authorized(st: &ServerState, headers: &HeaderMap) -> bool {
     let Some(given) = headers.get(header::AUTHORIZATION) else {
         return false;
     };
-    let want = st.ecs_token.expose_secret().as_bytes();
+    let want = st.shared.ecs_token.expose_secret().as_bytes();
     !want.is_empty() && bool::from(given.as_bytes().ct_eq(want))
 }
 
@@ -45,12 +45,12 @@ fn serve_profile(st: &ServerState, headers: &HeaderMap, name: &str) -> Response 
             "missing or invalid Authorization token",
         );
     }
-    let Some(p) = st.registry.get(name) else {
+    let Some(p) = st.shared.registry.get(name) else {
         return error(StatusCode::NOT_FOUND, "NotFound", "no such profile");
     };
     let snap = p.reader.borrow();
     match &snap.served {
-        Some(s) if s.usable_at(st.clock.now(), SERVE_MARGIN) => (
+        Some(s) if s.usable_at(st.shared.clock.now(), SERVE_MARGIN) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "application/json")],
             s.ecs.clone(),
@@ -78,5 +78,6 @@ pub async fn credentials_default(
     State(st): State<Arc<ServerState>>,
     headers: HeaderMap,
 ) -> Response {
-    serve_profile(&st, &headers, &st.imds_profile)
+    let profile = st.view().imds_profile.clone();
+    serve_profile(&st, &headers, &profile)
 }

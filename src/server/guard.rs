@@ -36,9 +36,9 @@ fn refuse(reason: &'static str) -> Response {
         .into_response()
 }
 
-fn host_allowed(state: &ServerState, host: &str) -> bool {
+fn host_allowed(hosts: &[String], host: &str) -> bool {
     let host = host.to_ascii_lowercase();
-    state.hosts.contains(&host)
+    hosts.contains(&host)
 }
 
 fn browser(headers: &HeaderMap) -> bool {
@@ -78,14 +78,15 @@ pub async fn guard(
         )
             .into_response();
     }
+    let view = state.view();
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
     match host {
-        Some(h) if host_allowed(&state, h) => {}
+        Some(h) if host_allowed(&view.hosts, h) => {}
         _ => return refuse("host not allowed"),
     }
     // Absolute-form targets (`GET http://evil/…`) must name an allowed host too.
     if let Some(auth) = req.uri().authority()
-        && !host_allowed(&state, auth.as_str())
+        && !host_allowed(&view.hosts, auth.as_str())
     {
         return refuse("request target host not allowed");
     }

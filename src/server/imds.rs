@@ -1,4 +1,6 @@
-//! EC2 instance metadata (IMDSv2, optional v1) for `server.imds_profile`.
+//! EC2 instance metadata (IMDSv2, optional v1) for the listener's profile
+//! (`server.imds_profile` on the main listener, the profile itself on a
+//! per-profile `imds_listen` port).
 //!
 //! Wire contract (protocol.md 1.2–1.5, 3.1, 3.4):
 //! * `PUT /latest/api/token` needs `X-aws-ec2-metadata-token-ttl-seconds`
@@ -46,7 +48,7 @@ pub async fn token(
             "missing or invalid x-aws-ec2-metadata-token-ttl-seconds (1..21600)",
         );
     };
-    match st.tokens.issue(st.clock.now(), ttl) {
+    match st.tokens.issue(st.shared.clock.now(), ttl) {
         Some(tok) => {
             let mut r = text(StatusCode::OK, tok);
             r.headers_mut().insert(TTL_HEADER, HeaderValue::from(ttl));
@@ -66,16 +68,17 @@ pub async fn versioned_token(Path(_version): Path<String>) -> Response {
 #[allow(clippy::result_large_err)]
 fn authorize(st: &ServerState, headers: &HeaderMap) -> Result<(), Response> {
     match headers.get(&TOKEN_HEADER) {
-        Some(v) if st.tokens.is_valid(v.as_bytes(), st.clock.now()) => Ok(()),
-        None if st.imds_v1 => Ok(()),
+        Some(v) if st.tokens.is_valid(v.as_bytes(), st.shared.clock.now()) => Ok(()),
+        None if st.view().imds_v1 => Ok(()),
         _ => Err(text(StatusCode::UNAUTHORIZED, "unauthorized")),
     }
 }
 
 #[allow(clippy::result_large_err)]
 fn profile(st: &ServerState) -> Result<ProfileEntry, Response> {
-    st.registry
-        .get(&st.imds_profile)
+    st.shared
+        .registry
+        .get(&st.view().imds_profile)
         .ok_or_else(|| text(StatusCode::NOT_FOUND, "not found"))
 }
 
@@ -122,7 +125,7 @@ fn creds(st: &ServerState, headers: &HeaderMap, role: &str, extended: bool) -> R
     }
     let served = p.reader.borrow().served.clone();
     match served {
-        Some(s) if s.usable_at(st.clock.now(), SERVE_MARGIN) => text(
+        Some(s) if s.usable_at(st.shared.clock.now(), SERVE_MARGIN) => text(
             StatusCode::OK,
             if extended {
                 s.imds_extended.clone()

@@ -1,12 +1,18 @@
-//! The HTTP side: one loopback listener serving the IMDS routes, the ECS
-//! container-credentials routes, and the health/status routes.
+//! The HTTP side: loopback listeners serving the IMDS routes, the ECS
+//! container-credentials routes, and the health/status routes. State is split
+//! into [`Shared`] (registry, ECS token, clock: one per daemon) and per
+//! listener [`ServerState`] (its [`ListenerView`], swappable by a reload, and
+//! its IMDS token table). The main listener serves everything; a per-profile
+//! IMDS listener (`profiles.<name>.imds_listen`) serves that profile's IMDS
+//! and the health routes only.
 //!
 //! Handlers only **read** the per-profile snapshots ([`crate::store`]); they
 //! never call upstream, so every answer comes from memory.
 //!
 //! Layer order (outermost first): request timeout → sensitive-header marking
 //! → trace span (method + path only) → body limit → [`guard::guard`]
-//! (loopback peer, `Host` allow-list, no proxies, no browsers) → routes.
+//! (loopback peer, `Host` allow-list, no proxies, no browsers) → the view's
+//! route gate → routes.
 
 pub mod admin;
 pub mod ecs;
@@ -16,7 +22,7 @@ pub mod tokens;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::Router;
@@ -40,26 +46,101 @@ pub const TTL_HEADER: HeaderName = HeaderName::from_static("x-aws-ec2-metadata-t
 /// The IMDS session token header.
 pub const TOKEN_HEADER: HeaderName = HeaderName::from_static("x-aws-ec2-metadata-token");
 
-/// What every handler can read.
+/// State shared by every listener. Written once at start-up, except the
+/// registry, whose entries the app's supervisor adds and removes.
 #[derive(Debug)]
-pub struct ServerState {
-    /// Profiles, looked up per request.
+pub struct Shared {
+    /// Profiles, looked up per request (writer: the supervisor in `app`).
     pub registry: Registry,
-    /// The profile IMDS and `/v1/credentials` serve.
-    pub imds_profile: String,
-    /// Accept token-less IMDS GETs.
-    pub imds_v1: bool,
-    /// The ECS `Authorization` token.
+    /// The ECS `Authorization` token (read-only after start).
     pub ecs_token: SecretString,
-    /// IMDSv2 session tokens.
-    pub tokens: tokens::TokenTable,
-    /// Accepted `Host` values, lower-case.
-    pub hosts: Vec<String>,
     /// Wall clock.
     pub clock: SharedClock,
+    /// Why the last config reload was refused (writer: the app's reload
+    /// path; reader: `/v1/status`). `None` when the file on disk is running.
+    pub config_error: RwLock<Option<String>>,
+}
+
+impl Shared {
+    /// Shared state with no config error.
+    pub fn new(registry: Registry, ecs_token: SecretString, clock: SharedClock) -> Self {
+        Shared {
+            registry,
+            ecs_token,
+            clock,
+            config_error: RwLock::new(None),
+        }
+    }
+
+    /// The last reload error, if the running config is not the file's.
+    pub fn config_error(&self) -> Option<String> {
+        self.config_error
+            .read()
+            .map(|e| e.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Record (or clear) the reload error.
+    pub fn set_config_error(&self, e: Option<String>) {
+        *self.config_error.write().unwrap_or_else(|p| p.into_inner()) = e;
+    }
+}
+
+/// What one listener serves. Replaced whole by a config reload (writer: the
+/// app's reload path); handlers read the current one per request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerView {
+    /// The profile this listener's IMDS routes serve.
+    pub imds_profile: String,
+    /// Serve the IMDS routes (else they are 404).
+    pub imds: bool,
+    /// Accept token-less IMDS GETs.
+    pub imds_v1: bool,
+    /// Serve the ECS and status routes (the main listener; a per-profile
+    /// IMDS listener does not).
+    pub ecs: bool,
+    /// Accepted `Host` values, lower-case.
+    pub hosts: Vec<String>,
+}
+
+/// What every handler of one listener can read.
+#[derive(Debug)]
+pub struct ServerState {
+    /// Shared by every listener.
+    pub shared: Arc<Shared>,
+    /// This listener's view, swappable at run time (readers: the guard and
+    /// handlers, per request; writer: [`ServerState::set_view`]).
+    view: RwLock<Arc<ListenerView>>,
+    /// This listener's IMDSv2 session tokens (writers: the token route).
+    pub tokens: tokens::TokenTable,
 }
 
 impl ServerState {
+    /// A listener's state.
+    pub fn new(shared: Arc<Shared>, view: ListenerView) -> Self {
+        ServerState {
+            shared,
+            view: RwLock::new(Arc::new(view)),
+            tokens: Default::default(),
+        }
+    }
+
+    /// The current view (one reference count; never blocks on a writer for
+    /// longer than a pointer swap).
+    pub fn view(&self) -> Arc<ListenerView> {
+        match self.view.read() {
+            Ok(v) => v.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Replace the view (a reload). IMDS tokens stay valid: they are bound to
+    /// the listener, not to the profile it serves.
+    pub fn set_view(&self, view: ListenerView) {
+        let mut w = self.view.write().unwrap_or_else(|p| p.into_inner());
+        *w = Arc::new(view);
+    }
+
     /// Accepted `Host` values for a listener on `addr`: the three loopback
     /// spellings (and the bound IP) with the port, plus `extra` entries.
     pub fn host_allow_list(addr: SocketAddr, extra: &[String]) -> Vec<String> {
@@ -84,19 +165,34 @@ impl ServerState {
     }
 }
 
-/// The whole router. `imds = false` leaves the IMDS routes out (404).
-pub fn router(state: Arc<ServerState>, imds: bool) -> Router {
-    let mut r = Router::new()
+/// Routes a listener's view turns off answer 404, as if absent.
+async fn gate(
+    axum::extract::State(state): axum::extract::State<Arc<ServerState>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let view = state.view();
+    let path = req.uri().path();
+    let is_ecs = path == "/v1/credentials" || path.starts_with("/v1/");
+    let is_imds = path.starts_with("/latest/") || path.ends_with("/api/token");
+    if (is_ecs && !view.ecs) || (is_imds && !view.imds) {
+        return (axum::http::StatusCode::NOT_FOUND, "not found").into_response();
+    }
+    next.run(req).await
+}
+
+/// The whole router; what the listener's view turns off answers 404.
+pub fn router(state: Arc<ServerState>) -> Router {
+    Router::new()
         .route("/healthz", get(admin::healthz))
         .route("/readyz", get(admin::readyz))
         .route("/v1/status", get(admin::status))
         .route("/v1/credentials", get(ecs::credentials_default))
         .route("/v1/credentials/", get(ecs::credentials_default))
         .route("/v1/credentials/{profile}", get(ecs::credentials))
-        .route("/v1/credentials/{profile}/", get(ecs::credentials));
-    if imds {
-        r = r
-            .route("/latest/api/token", put(imds::token))
+        .route("/v1/credentials/{profile}/", get(ecs::credentials))
+        .route("/latest/api/token", put(imds::token))
             .route("/{version}/api/token", put(imds::versioned_token))
             .route("/latest/meta-data", get(imds::meta_root))
             .route("/latest/meta-data/", get(imds::meta_root))
@@ -143,9 +239,9 @@ pub fn router(state: Arc<ServerState>, imds: bool) -> Router {
                 get(imds::identity_document),
             )
             .route("/latest/meta-data/placement/region", get(imds::region))
-            .route("/latest/meta-data/placement/region/", get(imds::region));
-    }
-    r.fallback(|| async { (axum::http::StatusCode::NOT_FOUND, "not found") })
+        .route("/latest/meta-data/placement/region/", get(imds::region))
+        .fallback(|| async { (axum::http::StatusCode::NOT_FOUND, "not found") })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), gate))
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard::guard))
         .layer(RequestBodyLimitLayer::new(1024))
         .layer(

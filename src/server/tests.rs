@@ -34,7 +34,7 @@ fn fixture_with(imds_v1: bool, peer: SocketAddr) -> Fixture {
         imds_v1,
         &["imds.local:80".into()],
     );
-    let app = router(state.clone(), true).layer(MockConnectInfo(peer));
+    let app = router(state.clone()).layer(MockConnectInfo(peer));
     Fixture {
         app,
         clock,

@@ -22,6 +22,7 @@ pub mod token_store;
 pub mod userpool;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::clock::SharedClock;
@@ -261,37 +262,59 @@ pub trait CredentialSource: Send + Sync + 'static {
 }
 
 /// login → exchange, with one retry on a fresh id_token when AWS rejects it.
+/// The login may be shared with other profiles that use the same
+/// refresh-token file (one serialized refresh for all of them).
 pub struct Chain {
-    login: Login,
+    login: Arc<Login>,
     exchange: Exchange,
     clock: SharedClock,
 }
 
+impl Login {
+    /// The login a profile's config asks for (creates clients; no I/O).
+    pub fn build(
+        profile: &ProfileConfig,
+        sdk: &aws_config::SdkConfig,
+        clock: SharedClock,
+    ) -> Result<Login, UpstreamError> {
+        Ok(match &profile.login {
+            LoginConfig::Oidc(o) => Login::Oidc(Box::new(oidc::OidcLogin::new(o.clone(), clock)?)),
+            LoginConfig::UserPool(u) => Login::UserPool(Box::new(userpool::UserPoolLogin::new(
+                u.clone(),
+                sdk,
+                clock,
+            ))),
+            LoginConfig::None => Login::Guest,
+        })
+    }
+}
+
 impl Chain {
-    /// Build the chain for a profile (creates HTTP and SDK clients; no I/O).
+    /// Build the chain for a profile with a login of its own.
     pub async fn build(profile: &ProfileConfig, clock: SharedClock) -> Result<Self, UpstreamError> {
         let sdk = aws::sdk_config(profile).await;
-        let login =
-            match &profile.login {
-                LoginConfig::Oidc(o) => {
-                    Login::Oidc(Box::new(oidc::OidcLogin::new(o.clone(), clock.clone())?))
-                }
-                LoginConfig::UserPool(u) => Login::UserPool(Box::new(
-                    userpool::UserPoolLogin::new(u.clone(), &sdk, clock.clone()),
-                )),
-                LoginConfig::None => Login::Guest,
-            };
+        let login = Arc::new(Login::build(profile, &sdk, clock.clone())?);
+        Ok(Self::with_login(profile, &sdk, login, clock))
+    }
+
+    /// The chain for a profile whose login is `login` (perhaps shared).
+    pub fn with_login(
+        profile: &ProfileConfig,
+        sdk: &aws_config::SdkConfig,
+        login: Arc<Login>,
+        clock: SharedClock,
+    ) -> Self {
         let exchange = match profile.aws.flow {
             crate::config::AwsFlow::Sts => {
-                Exchange::Sts(Box::new(sts::StsExchange::new(&profile.aws, &sdk)))
+                Exchange::Sts(Box::new(sts::StsExchange::new(&profile.aws, sdk)))
             }
-            _ => Exchange::Cognito(Box::new(cognito::CognitoExchange::new(&profile.aws, &sdk))),
+            _ => Exchange::Cognito(Box::new(cognito::CognitoExchange::new(&profile.aws, sdk))),
         };
-        Ok(Chain {
+        Chain {
             login,
             exchange,
             clock,
-        })
+        }
     }
 }
 

@@ -37,7 +37,7 @@ pub async fn start(limits: Limits) -> Running {
         &[],
     );
     let cancel = CancellationToken::new();
-    let router = server::router(state, true);
+    let router = server::router(state);
     let task = tokio::spawn(server::serve(
         listener,
         router,

@@ -9,7 +9,8 @@
   ``runuser``).
 - ``server.strict_permissions`` refuses a group-readable ECS token file (exit
   64, the file named); without it, a warning.
-- Two profiles on one refresh-token file are refused with both names (exit 64).
+- Two profiles on one refresh-token file share one login; with different
+  login settings they are refused with both names (exit 64).
 
 ``credbroker status`` exiting 3 for a profile that is not serving is checked in
 test_revoked.py, which drives a profile into ``login_required``.
@@ -207,15 +208,22 @@ def test_strict_permissions_refuses_a_readable_ecs_token_file(oidc_daemon):
     assert daemon.ecs_creds("default")["AccessKeyId"]
 
 
-def test_two_profiles_on_one_refresh_token_file_are_refused(tmp_path: Path):
+def test_one_refresh_token_file_is_one_login(tmp_path: Path):
+    """Two profiles may share a refresh-token file only with the same login
+    settings (the daemon then runs one login for both); different settings on
+    one file are refused, naming both profiles."""
     rt = tmp_path / "shared-rt"
     login = {"kind": "oidc", "issuer": "https://idp.example.com", "client_id": "c", "refresh_token_file": str(rt)}
     aws = {"flow": "sts", "role_arn": h.OIDC_ROLE_ARN}
-    cfg = {"server": {"listen": "127.0.0.1:0"},
-           "profiles": {"alpha": {"region": h.REGION, "login": login, "aws": aws},
-                        "beta": {"region": h.REGION, "login": login, "aws": aws}}}
-    path = tmp_path / "config.toml"
-    path.write_text(h.toml_dumps(cfg))
-    proc = h.run_credbroker(["check-config", "-c", str(path)])
-    assert proc.returncode == h.EXIT_USAGE, proc.stderr
-    assert "profiles.beta.login.refresh_token_file" in proc.stderr and '"alpha"' in proc.stderr, proc.stderr
+    def check(beta_login):
+        cfg = {"server": {"listen": "127.0.0.1:0"},
+               "profiles": {"alpha": {"region": h.REGION, "login": login, "aws": aws},
+                            "beta": {"region": h.REGION, "login": beta_login, "aws": aws}}}
+        path = tmp_path / "config.toml"
+        path.write_text(h.toml_dumps(cfg))
+        return h.run_credbroker(["check-config", "-c", str(path)])
+    ok = check(dict(login))
+    assert ok.returncode == 0, ok.stderr
+    bad = check({**login, "client_id": "other"})
+    assert bad.returncode == h.EXIT_USAGE, bad.stderr
+    assert "profiles.beta.login" in bad.stderr and '"alpha"' in bad.stderr, bad.stderr

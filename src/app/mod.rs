@@ -1,0 +1,396 @@
+//! Composition root, and the only module that spawns long-lived tasks.
+//!
+//! * [`App::build`] does everything that must precede the first task: checks
+//!   the runtime and state directories, removes leftovers of killed writes,
+//!   loads the ECS token, binds the listeners (or takes them from [`Deps`]).
+//! * [`App::run`] creates the shared server state, starts every profile
+//!   through the [`supervisor`] (refresher, registry entry, optional IMDS
+//!   port), serves the main listener, watches the refresh-token files and
+//!   the config file, and applies reloads ([`reload`]) until shutdown; then
+//!   drains every task (one [`TaskTracker`], one root [`CancellationToken`]).
+//! * [`Deps`] injects the credential-source factory ([`SourceFactory`]; the
+//!   real one is [`UpstreamSources`], which shares one login per
+//!   refresh-token file) and pre-bound listeners, so tests run the whole app
+//!   with a fake upstream on port 0.
+
+mod reload;
+mod sources;
+pub mod supervisor;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::clock::SharedClock;
+use crate::config::{Config, Env, ProfileConfig};
+use crate::error::StartupError;
+use crate::fsutil;
+use crate::secret::{SecretString, secret};
+use crate::server::{self, ListenerView, ServerState, Shared};
+use crate::store::Registry;
+
+pub use sources::{SourceFactory, UpstreamSources};
+use supervisor::{ListenerDefaults, Supervisor};
+
+/// How long in-flight work may take to finish after SIGTERM.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Shortest ECS token accepted from a file (a generated one has 43 characters).
+pub const MIN_ECS_TOKEN_LEN: usize = 16;
+
+/// The file in the runtime dir that tells client commands where we listen.
+pub const DAEMON_FILE: &str = "daemon.json";
+
+/// Load the ECS token, creating it (32 random bytes, base64url, no newline,
+/// 0600 in a 0700 directory) if the file does not exist.
+pub fn ecs_token(path: &Path) -> Result<SecretString, StartupError> {
+    match fsutil::read_secret_file(path) {
+        Ok(t) if t.len() >= MIN_ECS_TOKEN_LEN => Ok(secret(t)),
+        Ok(t) => Err(StartupError::Usage(format!(
+            "ECS token file {} holds {} characters; at least {MIN_ECS_TOKEN_LEN} are needed \
+             (delete the file to have a strong one generated)",
+            path.display(),
+            t.len()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            use base64::Engine;
+            let mut raw = [0u8; 32];
+            getrandom::fill(&mut raw)
+                .map_err(|e| StartupError::Other(format!("no randomness: {e}")))?;
+            let tok = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
+            fsutil::write_atomic_private(path, tok.as_bytes()).map_err(|e| {
+                StartupError::Other(format!(
+                    "cannot create the ECS token file {}: {e}",
+                    path.display()
+                ))
+            })?;
+            tracing::info!(path = %path.display(), "created a new ECS authorization token");
+            Ok(secret(tok))
+        }
+        // Owner/mode refusals (fsutil) are the user's to fix: a usage error.
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            Err(StartupError::Usage(format!("server.ecs_token_file: {e}")))
+        }
+        Err(e) => Err(StartupError::Other(format!(
+            "cannot read the ECS token file {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+/// What `daemon.json` says.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct DaemonInfo {
+    /// Daemon pid.
+    pub pid: u32,
+    /// Bound address (client commands refuse a non-loopback one).
+    pub listen: SocketAddr,
+    /// Per-profile IMDS listeners (`profiles.<name>.imds_listen`), as bound.
+    #[serde(default)]
+    pub imds_listeners: std::collections::BTreeMap<String, SocketAddr>,
+    /// Version.
+    pub version: String,
+}
+
+/// What the app gets from its caller instead of making it itself.
+pub struct Deps<F: SourceFactory> {
+    /// Wall clock.
+    pub clock: SharedClock,
+    /// Builds each profile's credential source.
+    pub sources: F,
+    /// The main listener, already bound (tests, socket activation); else
+    /// `server.listen` is bound. Must be a loopback address.
+    pub listener: Option<TcpListener>,
+    /// The environment the config was loaded with; reloads use it again.
+    pub env: Env,
+}
+
+impl Deps<UpstreamSources> {
+    /// The real upstream, the system clock and this process's environment.
+    pub fn real(clock: SharedClock) -> Self {
+        Deps {
+            sources: UpstreamSources::new(clock.clone()),
+            clock,
+            listener: None,
+            env: std::env::vars().collect(),
+        }
+    }
+}
+
+/// A daemon that is ready to run: directories checked, leftovers of killed
+/// writes cleaned up, ECS token loaded, listeners bound. Nothing is spawned
+/// until [`App::run`], so no refresher can race the clean-up.
+pub struct App<F: SourceFactory> {
+    config: Config,
+    deps: Deps<F>,
+    token: SecretString,
+    listener: TcpListener,
+    addr: SocketAddr,
+    imds_listeners: BTreeMap<String, TcpListener>,
+}
+
+impl<F: SourceFactory> std::fmt::Debug for App<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Check (or create 0700) a directory the daemon writes secrets or state
+/// into; an unsafe one is a usage error naming the key and the path.
+fn private_dir(dir: &Path, key: &str) -> Result<(), StartupError> {
+    fsutil::ensure_private_dir(dir).map_err(|e| {
+        // The owner/mode checks name the path themselves; OS errors do not.
+        let shown = dir.display().to_string();
+        if e.to_string().contains(&shown) {
+            StartupError::Usage(format!("{key}: {e}"))
+        } else {
+            StartupError::Usage(format!("{key}: {shown}: {e}"))
+        }
+    })
+}
+
+/// Prepare a profile's state before its refresher may run: its directories
+/// are checked (or created 0700), and leftovers of a killed identity-id
+/// write are removed (re-creatable, unlike a rotated refresh token, which
+/// the login rolls forward instead).
+pub fn prepare_profile(p: &ProfileConfig) -> Result<(), StartupError> {
+    let dirs = [
+        p.aws.identity_id_file.parent(),
+        p.login.refresh_token_file().and_then(Path::parent),
+    ];
+    for d in dirs.into_iter().flatten() {
+        private_dir(d, &format!("profiles.{}", p.name))?;
+    }
+    fsutil::remove_stale_temps(&p.aws.identity_id_file);
+    Ok(())
+}
+
+fn readable_policy(config: &Config) -> fsutil::Readable {
+    if config.server.strict_permissions {
+        fsutil::Readable::Refuse
+    } else {
+        fsutil::Readable::Warn
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartupError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartupError::Bind { addr, source })
+}
+
+impl<F: SourceFactory> App<F> {
+    /// Prepare everything that must happen before any task runs.
+    pub async fn build(config: Config, deps: Deps<F>) -> Result<Self, StartupError> {
+        fsutil::set_readable_policy(readable_policy(&config));
+        private_dir(&config.server.runtime_dir, "server.runtime_dir")?;
+        if let Some(d) = config.server.ecs_token_file.parent() {
+            private_dir(d, "server.ecs_token_file")?;
+        }
+        for p in config.profiles.values() {
+            prepare_profile(p)?;
+        }
+        fsutil::remove_stale_temps(&config.server.runtime_dir.join(DAEMON_FILE));
+        let token = ecs_token(&config.server.ecs_token_file)?;
+        let mut deps = deps;
+        let listener = match deps.listener.take() {
+            Some(l) => l,
+            None => bind(config.server.listen).await?,
+        };
+        let addr = listener
+            .local_addr()
+            .map_err(|e| StartupError::Other(format!("cannot read the bound address: {e}")))?;
+        if !crate::net::is_loopback(addr.ip()) {
+            return Err(StartupError::Usage(format!(
+                "the listener handed in is bound to {addr}, not a loopback address"
+            )));
+        }
+        let mut imds_listeners = BTreeMap::new();
+        for p in config.profiles.values() {
+            if let Some(a) = p.imds_listen {
+                imds_listeners.insert(p.name.clone(), bind(a).await?);
+            }
+        }
+        Ok(App {
+            config,
+            deps,
+            token,
+            listener,
+            addr,
+            imds_listeners,
+        })
+    }
+
+    /// The main listener's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Run the daemon until `shutdown` resolves.
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartupError> {
+        let App {
+            config,
+            deps,
+            token,
+            listener,
+            addr,
+            mut imds_listeners,
+        } = self;
+        let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let shared = Arc::new(Shared::new(Registry::default(), token, deps.clock.clone()));
+        let main = Arc::new(ServerState::new(shared.clone(), main_view(&config, addr)));
+        let mut sup = Supervisor::new(
+            shared.clone(),
+            Arc::new(deps.sources),
+            deps.clock.clone(),
+            tracker.clone(),
+            cancel.clone(),
+            listener_defaults(&config),
+        );
+        for p in config.profiles.values() {
+            sup.start(p, imds_listeners.remove(&p.name))
+                .await
+                .map_err(StartupError::Other)?;
+        }
+        sup.watch_token_files();
+        spawn_server(&tracker, &cancel, listener, main.clone());
+        tracing::info!(
+            addr = %addr,
+            imds = config.server.imds,
+            imds_v1 = config.server.imds_v1,
+            profiles = config.profiles.len(),
+            "listening"
+        );
+        let info_path = config.server.runtime_dir.join(DAEMON_FILE);
+        write_daemon_file(&info_path, addr, sup.imds_listeners());
+        tracker.spawn(notify_ready(shared.registry.clone(), cancel.clone()));
+
+        let mut reloader = reload::Reloader::new(config, deps.env, addr);
+        reloader
+            .serve_until(shutdown, &mut sup, &main, &info_path)
+            .await;
+
+        tracing::info!("shutting down");
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        cancel.cancel();
+        tracker.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(grace = ?SHUTDOWN_GRACE, "tasks did not finish within the grace period");
+        }
+        remove_daemon_file(&info_path);
+        Ok(())
+    }
+}
+
+/// Run the daemon with the real upstream until `shutdown` resolves
+/// ([`App::build`] then [`App::run`]).
+pub async fn run(
+    config: Config,
+    clock: SharedClock,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), StartupError> {
+    App::build(config, Deps::real(clock))
+        .await?
+        .run(shutdown)
+        .await
+}
+
+/// The main listener's view of the config.
+fn main_view(config: &Config, addr: SocketAddr) -> ListenerView {
+    ListenerView {
+        imds_profile: config.server.imds_profile.clone(),
+        imds: config.server.imds,
+        imds_v1: config.server.imds_v1,
+        ecs: true,
+        hosts: ServerState::host_allow_list(addr, &config.server.allowed_hosts),
+    }
+}
+
+fn listener_defaults(config: &Config) -> ListenerDefaults {
+    ListenerDefaults {
+        imds_v1: config.server.imds_v1,
+        allowed_hosts: config.server.allowed_hosts.clone(),
+    }
+}
+
+fn spawn_server(
+    tracker: &TaskTracker,
+    cancel: &CancellationToken,
+    listener: TcpListener,
+    state: Arc<ServerState>,
+) {
+    let stop = cancel.clone();
+    tracker.spawn(
+        async move {
+            if let Err(e) = server::serve(
+                listener,
+                server::router(state),
+                server::Limits::default(),
+                stop.cancelled_owned(),
+            )
+            .await
+            {
+                tracing::error!(error = %e, "server failed");
+            }
+        }
+        .instrument(tracing::info_span!("server")),
+    );
+}
+
+/// Tell client commands where we listen (best effort: they fall back to
+/// `server.listen`).
+pub(crate) fn write_daemon_file(path: &Path, addr: SocketAddr, imds: BTreeMap<String, SocketAddr>) {
+    let info = DaemonInfo {
+        pid: std::process::id(),
+        listen: addr,
+        imds_listeners: imds,
+        version: env!("CARGO_PKG_VERSION").into(),
+    };
+    if let Err(e) = serde_json::to_vec_pretty(&info)
+        .map_err(std::io::Error::other)
+        .and_then(|b| fsutil::write_atomic_private(path, &b))
+    {
+        tracing::warn!(path = %path.display(), error = %e, "cannot write the daemon file; `credbroker status`/`env` will use server.listen");
+    }
+}
+
+fn remove_daemon_file(path: &Path) {
+    if let Ok(text) = std::fs::read_to_string(path)
+        && serde_json::from_str::<DaemonInfo>(&text).is_ok_and(|d| d.pid == std::process::id())
+    {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// Readiness: one well-defined moment, when every profile of the start-up
+/// config first has credentials (systemd READY=1, a log line).
+async fn notify_ready(registry: Registry, cancel: CancellationToken) {
+    let mut readers: Vec<_> = registry.all().into_iter().map(|(_, p)| p.reader).collect();
+    for r in &mut readers {
+        tokio::select! {
+            res = r.wait_for(|s| s.served.is_some()) => if res.is_err() { return },
+            () = cancel.cancelled() => return,
+        }
+    }
+    tracing::info!("ready: every profile has credentials");
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+}
+
+#[cfg(test)]
+mod tests;

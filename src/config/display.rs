@@ -1,0 +1,110 @@
+//! The resolved configuration as TOML (`credbroker check-config`).
+
+use std::fmt;
+use std::path::Path;
+
+use super::*;
+
+fn q(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_default()
+}
+
+fn p(p: &Path) -> String {
+    q(&p.display().to_string())
+}
+
+impl fmt::Display for Config {
+    /// The resolved configuration as TOML. Secrets are never inline in the
+    /// config, so only paths appear; nothing here needs redaction beyond that.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "# resolved from {}", self.source.display())?;
+        writeln!(f, "[server]")?;
+        writeln!(f, "listen = {}", q(&self.server.listen.to_string()))?;
+        writeln!(f, "ecs_token_file = {}", p(&self.server.ecs_token_file))?;
+        writeln!(f, "runtime_dir = {}", p(&self.server.runtime_dir))?;
+        writeln!(f, "imds = {}", self.server.imds)?;
+        writeln!(f, "imds_v1 = {}", self.server.imds_v1)?;
+        writeln!(f, "imds_profile = {}", q(&self.server.imds_profile))?;
+        let hosts: Vec<String> = self.server.allowed_hosts.iter().map(|h| q(h)).collect();
+        writeln!(f, "allowed_hosts = [{}]", hosts.join(", "))?;
+        writeln!(f, "strict_permissions = {}", self.server.strict_permissions)?;
+        for (name, pr) in &self.profiles {
+            writeln!(f, "\n[profiles.{name}]")?;
+            writeln!(f, "region = {}", q(&pr.region))?;
+            if let Some(u) = &pr.endpoint_url {
+                writeln!(f, "endpoint_url = {}", q(u.as_str()))?;
+            }
+            writeln!(f, "role_name = {}", q(&pr.role_name))?;
+            if let Some(a) = pr.imds_listen {
+                writeln!(f, "imds_listen = {}", q(&a.to_string()))?;
+            }
+            writeln!(
+                f,
+                "refresh_before = {}",
+                q(&humantime::format_duration(pr.refresh_before).to_string())
+            )?;
+            writeln!(f, "state_dir = {}", p(&pr.state_dir))?;
+            writeln!(f, "\n[profiles.{name}.login]")?;
+            writeln!(f, "kind = {}", q(pr.login.kind()))?;
+            match &pr.login {
+                LoginConfig::Oidc(o) => {
+                    if let Some(i) = &o.issuer {
+                        writeln!(f, "issuer = {}", q(i.as_str()))?;
+                    }
+                    if let Some(t) = &o.token_endpoint {
+                        writeln!(f, "token_endpoint = {}", q(t.as_str()))?;
+                    }
+                    writeln!(f, "client_id = {}", q(&o.client_id))?;
+                    if let Some(s) = &o.client_secret_file {
+                        writeln!(f, "client_secret_file = {}", p(s))?;
+                    }
+                    writeln!(f, "refresh_token_file = {}", p(&o.refresh_token_file))?;
+                    if let Some(s) = &o.scopes {
+                        let s: Vec<String> = s.iter().map(|x| q(x)).collect();
+                        writeln!(f, "scopes = [{}]", s.join(", "))?;
+                    }
+                }
+                LoginConfig::UserPool(u) => {
+                    writeln!(f, "user_pool_id = {}", q(&u.user_pool_id))?;
+                    writeln!(f, "client_id = {}", q(&u.client_id))?;
+                    if let Some(s) = &u.client_secret_file {
+                        writeln!(f, "client_secret_file = {}", p(s))?;
+                    }
+                    if let Some(s) = &u.username {
+                        writeln!(f, "username = {}", q(s))?;
+                    }
+                    writeln!(f, "refresh_token_file = {}", p(&u.refresh_token_file))?;
+                }
+                LoginConfig::None => {}
+            }
+            let a = &pr.aws;
+            writeln!(f, "\n[profiles.{name}.aws]")?;
+            writeln!(f, "flow = {}", q(a.flow.as_str()))?;
+            for (key, val) in [
+                ("identity_pool_id", &a.identity_pool_id),
+                ("account_id", &a.account_id),
+                ("login_provider", &a.login_provider),
+                ("role_arn", &a.role_arn),
+            ] {
+                if let Some(val) = val {
+                    writeln!(f, "{key} = {}", q(val))?;
+                }
+            }
+            if a.flow != AwsFlow::Cognito {
+                writeln!(f, "session_name = {}", q(&a.session_name))?;
+            }
+            if let Some(d) = a.duration {
+                writeln!(
+                    f,
+                    "duration = {}",
+                    q(&humantime::format_duration(d).to_string())
+                )?;
+            }
+            if let Some(s) = &a.session_policy_file {
+                writeln!(f, "session_policy_file = {}", p(s))?;
+            }
+            writeln!(f, "# identity id cache: {}", a.identity_id_file.display())?;
+        }
+        Ok(())
+    }
+}

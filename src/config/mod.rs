@@ -1,0 +1,376 @@
+//! Configuration: a TOML file, then `CREDBROKER__SECTION__KEY` environment
+//! overrides (via the `config` crate), deserialized into [`RawConfig`] (every
+//! field optional, unknown keys rejected) and validated into [`Config`]
+//! (defaults applied, URLs and durations parsed, cross-field rules checked).
+//!
+//! Every error names the file (or environment variable) and the key, e.g.
+//! `/home/u/.config/credbroker/config.toml: profiles.dev.aws.identity_pool_id:
+//! required when aws.flow = "cognito"`. Secrets are never inline in the
+//! config: only paths to files that hold them.
+//!
+//! Files: `raw` (the serde layer), `validate` (raw → [`Config`]), `display`
+//! (the `check-config` form, which reloads as the same config), `diff`
+//! (what a reload changes).
+
+mod diff;
+mod display;
+mod raw;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use url::Url;
+
+pub use diff::{ConfigDiff, ProfileChange};
+pub use raw::{RawAws, RawConfig, RawDuration, RawLogin, RawProfile, RawServer, StringList};
+pub use validate::{AWS_ENDPOINT_VARS, token_file_key};
+
+/// Default listener: loopback, the port the rolesanywhere helper made familiar.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9911";
+/// Default IMDS role name served under `security-credentials/`.
+pub const DEFAULT_ROLE_NAME: &str = "credbroker";
+/// Default lead time: botocore keeps using IMDS credentials up to ~25 min past
+/// their expiry when fewer remain (protocol.md 1.6), so we rotate 30 min early.
+pub const DEFAULT_REFRESH_BEFORE: Duration = Duration::from_secs(30 * 60);
+/// Default STS role session name.
+pub const DEFAULT_SESSION_NAME: &str = "credbroker";
+
+/// The process environment as a map (injected so tests never touch the real one).
+pub type Env = HashMap<String, String>;
+
+/// A configuration error: where it is and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{origin}: {}{message}", key.as_deref().map(|k| format!("{k}: ")).unwrap_or_default())]
+pub struct ConfigError {
+    /// The file path, or `environment variable NAME`.
+    pub origin: String,
+    /// Dotted key, when the error is about one key.
+    pub key: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+// === validated layer ===
+
+/// The validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file it came from.
+    pub source: PathBuf,
+    /// Listener and serving options.
+    pub server: ServerConfig,
+    /// Profiles by name (at least one).
+    pub profiles: BTreeMap<String, ProfileConfig>,
+}
+
+/// Validated `[server]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    /// Loopback address to bind.
+    pub listen: SocketAddr,
+    /// File holding the ECS `Authorization` token (created 0600 if missing).
+    pub ecs_token_file: PathBuf,
+    /// Where the daemon writes `daemon.json` (its live address) for the CLI.
+    pub runtime_dir: PathBuf,
+    /// Serve the IMDS routes.
+    pub imds: bool,
+    /// Accept token-less (IMDSv1) GETs.
+    pub imds_v1: bool,
+    /// The profile IMDS (and `/v1/credentials`) serves.
+    pub imds_profile: String,
+    /// Extra `Host` header values to accept (e.g. `169.254.169.254`).
+    pub allowed_hosts: Vec<String>,
+    /// Refuse (rather than warn about) secret files that group or others can read.
+    pub strict_permissions: bool,
+}
+
+/// A validated profile.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProfileConfig {
+    /// Profile name (letters, digits, `-`, `_`; a TOML bare key, no `.`).
+    pub name: String,
+    /// AWS region for all upstream calls.
+    pub region: String,
+    /// Endpoint override for every AWS service of this profile.
+    pub endpoint_url: Option<Url>,
+    /// IMDS role name.
+    pub role_name: String,
+    /// A loopback address serving this profile's IMDS on its own port.
+    pub imds_listen: Option<SocketAddr>,
+    /// How long before expiry to refresh (capped at half the lifetime).
+    pub refresh_before: Duration,
+    /// Per-profile state directory (refresh token, identity id).
+    pub state_dir: PathBuf,
+    /// How the IdP token is obtained.
+    pub login: LoginConfig,
+    /// How AWS credentials are obtained.
+    pub aws: AwsConfig,
+}
+
+/// The identity side of a profile.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LoginConfig {
+    /// OAuth2 `refresh_token` grant at an OpenID provider.
+    Oidc(OidcConfig),
+    /// Cognito user pool `InitiateAuth REFRESH_TOKEN_AUTH`.
+    UserPool(UserPoolConfig),
+    /// Unauthenticated (guest) Cognito identity.
+    None,
+}
+
+impl LoginConfig {
+    /// The configured kind, as written in the file.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LoginConfig::Oidc(_) => "oidc",
+            LoginConfig::UserPool(_) => "cognito-user-pool",
+            LoginConfig::None => "none",
+        }
+    }
+    /// The same login as `other`: equal settings, with the refresh-token
+    /// files compared as [`token_file_key`]s (so `/s/./rt` is `/s/rt`).
+    pub fn same_login(&self, other: &LoginConfig) -> bool {
+        let norm = |l: &LoginConfig| {
+            let mut l = l.clone();
+            match &mut l {
+                LoginConfig::Oidc(o) => {
+                    o.refresh_token_file = token_file_key(&o.refresh_token_file)
+                }
+                LoginConfig::UserPool(u) => {
+                    u.refresh_token_file = token_file_key(&u.refresh_token_file)
+                }
+                LoginConfig::None => {}
+            }
+            l
+        };
+        norm(self) == norm(other)
+    }
+
+    /// The refresh-token file, if this kind has one.
+    pub fn refresh_token_file(&self) -> Option<&Path> {
+        match self {
+            LoginConfig::Oidc(o) => Some(&o.refresh_token_file),
+            LoginConfig::UserPool(u) => Some(&u.refresh_token_file),
+            LoginConfig::None => None,
+        }
+    }
+}
+
+/// Validated OIDC login.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OidcConfig {
+    /// Issuer (discovery base), if configured.
+    pub issuer: Option<Url>,
+    /// Explicit token endpoint (skips discovery).
+    pub token_endpoint: Option<Url>,
+    /// OAuth2 client id.
+    pub client_id: String,
+    /// File with the client secret (confidential clients; HTTP Basic).
+    pub client_secret_file: Option<PathBuf>,
+    /// File with the refresh token (rotated tokens are written back).
+    pub refresh_token_file: PathBuf,
+    /// Scopes to request on refresh (none sent when unset).
+    pub scopes: Option<Vec<String>>,
+}
+
+/// Validated Cognito user-pool login.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserPoolConfig {
+    /// `us-east-1_XXXX`.
+    pub user_pool_id: String,
+    /// App client id.
+    pub client_id: String,
+    /// File with the app client secret (enables `SECRET_HASH`).
+    pub client_secret_file: Option<PathBuf>,
+    /// Username for `SECRET_HASH` (required with a client secret).
+    pub username: Option<String>,
+    /// File with the refresh token.
+    pub refresh_token_file: PathBuf,
+}
+
+/// Which AWS exchange a profile uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AwsFlow {
+    /// Cognito enhanced flow: GetId + GetCredentialsForIdentity.
+    Cognito,
+    /// Cognito basic flow: GetId + GetOpenIdToken + STS AssumeRoleWithWebIdentity.
+    CognitoBasic,
+    /// STS AssumeRoleWithWebIdentity with the IdP id_token.
+    Sts,
+}
+
+impl AwsFlow {
+    /// The name as written in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AwsFlow::Cognito => "cognito",
+            AwsFlow::CognitoBasic => "cognito-basic",
+            AwsFlow::Sts => "sts",
+        }
+    }
+}
+
+/// Validated AWS side of a profile.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AwsConfig {
+    /// The exchange.
+    pub flow: AwsFlow,
+    /// Cognito identity pool id (cognito flows).
+    pub identity_pool_id: Option<String>,
+    /// AWS account id (GetId `AccountId`; served as `AccountId`).
+    pub account_id: Option<String>,
+    /// Key of the `Logins` map (cognito flows).
+    pub login_provider: Option<String>,
+    /// Role to assume (sts, cognito-basic) or `CustomRoleArn` (cognito).
+    pub role_arn: Option<String>,
+    /// STS role session name.
+    pub session_name: String,
+    /// Requested STS session duration.
+    pub duration: Option<Duration>,
+    /// Inline session policy file (content read at start-up).
+    pub session_policy_file: Option<PathBuf>,
+    /// The session policy document (read and JSON-checked at start-up).
+    pub session_policy: Option<String>,
+    /// Where the Cognito identity id is cached.
+    pub identity_id_file: PathBuf,
+}
+
+impl AwsConfig {
+    /// The flow as written in the file (`cognito`, `cognito-basic`, `sts`).
+    pub fn flow_name(&self) -> &'static str {
+        self.flow.as_str()
+    }
+
+    /// The account id to serve: configured, else from the role ARN.
+    pub fn configured_account_id(&self) -> Option<String> {
+        self.account_id
+            .clone()
+            .or_else(|| self.role_arn.as_deref().and_then(account_from_arn))
+    }
+}
+
+/// The account id field (5th) of an ARN.
+pub fn account_from_arn(arn: &str) -> Option<String> {
+    let acct = arn.split(':').nth(4)?;
+    (acct.len() == 12 && acct.bytes().all(|b| b.is_ascii_digit())).then(|| acct.to_owned())
+}
+
+// === paths ===
+
+/// Default directories, from the XDG variables (with their usual fallbacks).
+#[derive(Debug, Clone)]
+pub struct Dirs {
+    /// `$XDG_CONFIG_HOME/credbroker`.
+    pub config: PathBuf,
+    /// `$XDG_STATE_HOME/credbroker`.
+    pub state: PathBuf,
+    /// `$XDG_RUNTIME_DIR/credbroker`; without it `$XDG_CACHE_HOME/credbroker`
+    /// (a per-user directory no other user can create first), and only
+    /// without a home `/tmp/credbroker-<uid>` (whose owner and mode the
+    /// daemon and the CLI check before use).
+    pub runtime: PathBuf,
+}
+
+impl Dirs {
+    /// Resolve from an environment map.
+    pub fn from_env(env: &Env) -> Self {
+        let get = |k: &str| env.get(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let home_var = get("HOME").filter(|h| h != Path::new("/"));
+        let home = home_var.clone().unwrap_or_else(|| PathBuf::from("/"));
+        Dirs {
+            config: get("XDG_CONFIG_HOME")
+                .unwrap_or_else(|| home.join(".config"))
+                .join("credbroker"),
+            state: get("XDG_STATE_HOME")
+                .unwrap_or_else(|| home.join(".local/state"))
+                .join("credbroker"),
+            runtime: match (get("XDG_RUNTIME_DIR"), get("XDG_CACHE_HOME"), home_var) {
+                (Some(d), _, _) => d.join("credbroker"),
+                (None, Some(c), _) => c.join("credbroker"),
+                (None, None, Some(h)) => h.join(".cache/credbroker"),
+                (None, None, None) => {
+                    PathBuf::from(format!("/tmp/credbroker-{}", crate::fsutil::current_uid()))
+                }
+            },
+        }
+    }
+}
+
+/// The config file path: `--config`, else `CREDBROKER_CONFIG`, else the XDG default.
+pub fn config_path(flag: Option<&Path>, env: &Env) -> PathBuf {
+    if let Some(p) = flag {
+        return p.to_path_buf();
+    }
+    if let Some(p) = env.get("CREDBROKER_CONFIG").filter(|v| !v.is_empty()) {
+        return PathBuf::from(p);
+    }
+    Dirs::from_env(env).config.join("config.toml")
+}
+
+// === loading ===
+
+const ENV_PREFIX: &str = "CREDBROKER";
+
+/// Load and validate the config at `path`, with `CREDBROKER__*` overrides from `env`.
+pub fn load(path: &Path, env: &Env) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        origin: path.display().to_string(),
+        key: None,
+        message: if e.kind() == std::io::ErrorKind::NotFound {
+            "config file not found (pass -c FILE or set CREDBROKER_CONFIG)".into()
+        } else {
+            format!("cannot read the config file: {e}")
+        },
+    })?;
+    load_str(&text, path, env)
+}
+
+/// Parse and validate config `text` as if read from `path` (no file I/O
+/// except `session_policy_file`, which is read when set).
+pub fn load_str(text: &str, path: &Path, env: &Env) -> Result<Config, ConfigError> {
+    let origin = path.display().to_string();
+    let overrides: config::Map<String, String> = env
+        .iter()
+        .filter(|(k, _)| k.starts_with("CREDBROKER__"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let built = config::Config::builder()
+        .add_source(config::File::from_str(text, config::FileFormat::Toml))
+        .add_source(
+            config::Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("__")
+                .separator("__")
+                .source(Some(overrides.clone())),
+        )
+        .build()
+        .map_err(|e| ConfigError {
+            origin: origin.clone(),
+            key: None,
+            message: e.to_string(),
+        })?;
+    let raw: RawConfig = serde_path_to_error::deserialize(built).map_err(|e| {
+        let key = e.path().to_string();
+        let env_name = format!("{ENV_PREFIX}__{}", key.replace('.', "__").to_uppercase());
+        let origin = if overrides.contains_key(&env_name) {
+            format!("environment variable {env_name}")
+        } else {
+            origin.clone()
+        };
+        ConfigError {
+            origin,
+            key: (key != ".").then_some(key),
+            message: strip_config_suffix(&e.into_inner().to_string()),
+        }
+    })?;
+    validate::validate(raw, path, env)
+}
+
+/// The `config` crate appends its own location to messages; we add ours.
+fn strip_config_suffix(msg: &str) -> String {
+    msg.split(" for key `").next().unwrap_or(msg).to_owned()
+}

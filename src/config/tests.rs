@@ -1,0 +1,263 @@
+// Unit tests of loading and validation.
+
+use super::*;
+use std::path::{Path, PathBuf};
+
+fn env() -> Env {
+    let mut e = Env::new();
+    e.insert("HOME".into(), "/home/u".into());
+    e.insert("XDG_RUNTIME_DIR".into(), "/run/user/1000".into());
+    e
+}
+
+fn load_str(toml: &str, env: &Env) -> Result<Config, ConfigError> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, toml).unwrap();
+    load(&path, env).map_err(|mut e| {
+        e.origin = e.origin.replace(&path.display().to_string(), "FILE");
+        e
+    })
+}
+
+const GOOD: &str = r#"
+[profiles.default]
+[profiles.default.login]
+kind = "oidc"
+issuer = "https://idp.example.com/"
+client_id = "cli"
+[profiles.default.aws]
+flow = "cognito"
+identity_pool_id = "eu-west-1:1234"
+"#;
+
+#[test]
+fn defaults_are_applied() {
+    let c = load_str(GOOD, &env()).unwrap();
+    assert_eq!(c.server.listen.to_string(), DEFAULT_LISTEN);
+    assert_eq!(
+        c.server.ecs_token_file,
+        PathBuf::from("/run/user/1000/credbroker/ecs-token")
+    );
+    assert!(c.server.imds && !c.server.imds_v1);
+    assert_eq!(c.server.imds_profile, "default");
+    let p = &c.profiles["default"];
+    assert_eq!(p.region, "eu-west-1");
+    assert_eq!(p.refresh_before, DEFAULT_REFRESH_BEFORE);
+    assert_eq!(p.aws.login_provider.as_deref(), Some("idp.example.com"));
+    assert_eq!(
+        p.login.refresh_token_file().unwrap(),
+        Path::new("/home/u/.local/state/credbroker/default/refresh-token")
+    );
+    assert_eq!(
+        p.aws.identity_id_file,
+        PathBuf::from("/home/u/.local/state/credbroker/default/identity-id")
+    );
+}
+
+#[test]
+fn env_overrides_win() {
+    let mut e = env();
+    e.insert("CREDBROKER__SERVER__IMDS_V1".into(), "true".into());
+    e.insert("CREDBROKER__SERVER__LISTEN".into(), "127.0.0.1:0".into());
+    e.insert(
+        "CREDBROKER__SERVER__ALLOWED_HOSTS".into(),
+        "a.local:1,b.local".into(),
+    );
+    let c = load_str(GOOD, &e).unwrap();
+    assert!(c.server.imds_v1);
+    assert_eq!(c.server.listen.port(), 0);
+    assert_eq!(c.server.allowed_hosts, vec!["a.local:1", "b.local"]);
+}
+
+fn err_of(toml: &str) -> ConfigError {
+    load_str(toml, &env()).unwrap_err()
+}
+
+#[test]
+fn errors_name_file_and_key() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            &GOOD.replace("flow = \"cognito\"", "flw = \"cognito\""),
+            "profiles.default.aws.flw",
+            "unknown field",
+        ),
+        (
+            &GOOD.replace("identity_pool_id = \"eu-west-1:1234\"", ""),
+            "profiles.default.aws.identity_pool_id",
+            "required",
+        ),
+        (
+            &format!("{GOOD}\n[server]\nlisten = \"0.0.0.0:80\"\n"),
+            "server.listen",
+            "loopback",
+        ),
+        (
+            &format!("{GOOD}\n[server]\nlisten = \"nope\"\n"),
+            "server.listen",
+            "invalid address",
+        ),
+        (
+            &GOOD.replace(
+                "[profiles.default]",
+                "[profiles.default]\nrefresh_before = \"soon\"",
+            ),
+            "profiles.default.refresh_before",
+            "invalid duration",
+        ),
+        (
+            &GOOD.replace("https://idp", "http://idp"),
+            "profiles.default.login.issuer",
+            "plain http",
+        ),
+        (
+            &GOOD.replace("kind = \"oidc\"", "kind = \"saml\""),
+            "profiles.default.login.kind",
+            "unknown kind",
+        ),
+        (
+            &GOOD.replace("flow = \"cognito\"", "flow = \"sts\""),
+            "profiles.default.aws.identity_pool_id",
+            "only used",
+        ),
+        (
+            &format!("{GOOD}\n[server]\nimds_profile = \"x\"\n"),
+            "server.imds_profile",
+            "no profile named",
+        ),
+        (
+            &format!("{GOOD}\n[server]\nimds_v1 = \"maybe\"\n"),
+            "server.imds_v1",
+            "",
+        ),
+        ("", "profiles", "at least one"),
+    ];
+    for (toml, key, msg) in cases {
+        let e = err_of(toml);
+        assert_eq!(e.origin, "FILE", "{e}");
+        assert_eq!(e.key.as_deref(), Some(*key), "{e}");
+        assert!(e.message.contains(msg), "{e}");
+        assert!(e.to_string().starts_with(&format!("FILE: {key}: ")), "{e}");
+    }
+}
+
+#[test]
+fn env_errors_name_the_variable() {
+    let mut e = env();
+    e.insert("CREDBROKER__SERVER__IMDS".into(), "perhaps".into());
+    let err = load_str(GOOD, &e).unwrap_err();
+    assert_eq!(
+        err.origin, "environment variable CREDBROKER__SERVER__IMDS",
+        "{err}"
+    );
+    let mut e = env();
+    e.insert("AWS_ENDPOINT_URL".into(), "http://10.0.0.1:5000".into());
+    let err = load_str(GOOD, &e).unwrap_err();
+    assert_eq!(err.origin, "environment variable AWS_ENDPOINT_URL", "{err}");
+}
+
+#[test]
+fn profile_names_are_bare_keys_and_display_reloads() {
+    let quoted = GOOD.replace("[profiles.default", "[profiles.\"dev.eu\"");
+    let e = err_of(&quoted);
+    assert_eq!(e.key.as_deref(), Some("profiles.dev.eu"), "{e}");
+    // The check-config output is itself a loadable config with the same meaning.
+    let c = super::load_str(GOOD, Path::new("a.toml"), &env()).unwrap();
+    let again = super::load_str(&c.to_string(), Path::new("b.toml"), &env()).unwrap();
+    assert_eq!(
+        c.to_string().lines().skip(1).collect::<Vec<_>>(),
+        again.to_string().lines().skip(1).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn profiles_share_a_refresh_token_file_only_with_one_login() {
+    let with_rt = |text: &str, rt: &str| {
+        text.replacen(
+            "kind = \"oidc\"",
+            &format!("kind = \"oidc\"\nrefresh_token_file = \"{rt}\""),
+            1,
+        )
+    };
+    let dev = GOOD.replace("profiles.default", "profiles.dev");
+    // One login (same settings, same file, spelled differently): accepted.
+    let shared = format!(
+        "{}{}",
+        with_rt(GOOD, "/s/rt"),
+        with_rt(&dev, "/s/./x/../rt")
+    );
+    let c = load_str(&shared, &env()).unwrap();
+    assert_eq!(c.profiles.len(), 2);
+    // The same file with another client: refused, naming both profiles.
+    let other =
+        with_rt(&dev, "/s/./x/../rt").replace("client_id = \"cli\"", "client_id = \"other\"");
+    let e = err_of(&format!("{}{}", with_rt(GOOD, "/s/rt"), other));
+    assert_eq!(e.key.as_deref(), Some("profiles.dev.login"), "{e}");
+    assert!(e.message.contains("\"default\""), "{e}");
+    assert!(!c.server.strict_permissions);
+    let strict = format!("[server]\nstrict_permissions = true\n{GOOD}");
+    assert!(load_str(&strict, &env()).unwrap().server.strict_permissions);
+}
+
+#[test]
+fn runtime_dir_falls_back_to_per_user_directories() {
+    let mut e = env();
+    e.remove("XDG_RUNTIME_DIR");
+    assert_eq!(
+        Dirs::from_env(&e).runtime,
+        PathBuf::from("/home/u/.cache/credbroker")
+    );
+    e.insert("XDG_CACHE_HOME".into(), "/c".into());
+    assert_eq!(Dirs::from_env(&e).runtime, PathBuf::from("/c/credbroker"));
+    let tmp = format!("/tmp/credbroker-{}", crate::fsutil::current_uid());
+    assert_eq!(Dirs::from_env(&Env::new()).runtime, PathBuf::from(&tmp));
+    let mut e = Env::new();
+    e.insert("HOME".into(), "/".into());
+    assert_eq!(Dirs::from_env(&e).runtime, PathBuf::from(&tmp));
+}
+
+#[test]
+fn missing_file_is_an_error() {
+    let e = load(Path::new("/nonexistent/c.toml"), &env()).unwrap_err();
+    assert!(e.to_string().contains("/nonexistent/c.toml"));
+}
+
+#[test]
+fn user_pool_defaults() {
+    let c = load_str(
+        r#"
+[profiles.p1]
+login = { kind = "cognito-user-pool", user_pool_id = "us-west-2_abc", client_id = "x" }
+aws = { flow = "cognito-basic", identity_pool_id = "us-west-2:g", role_arn = "arn:aws:iam::123456789012:role/R", duration = "2h" }
+"#,
+        &env(),
+    )
+    .unwrap();
+    let p = &c.profiles["p1"];
+    assert_eq!(c.server.imds_profile, "p1");
+    assert_eq!(
+        p.aws.login_provider.as_deref(),
+        Some("cognito-idp.us-west-2.amazonaws.com/us-west-2_abc")
+    );
+    assert_eq!(
+        p.aws.configured_account_id().as_deref(),
+        Some("123456789012")
+    );
+    assert_eq!(p.aws.duration, Some(Duration::from_secs(7200)));
+    // The Display form reloads to the same meaning.
+    let shown = c.to_string();
+    assert!(shown.contains("flow = \"cognito-basic\""));
+}
+
+mod example_tests {
+    use super::*;
+
+    /// The documented example must stay loadable.
+    #[test]
+    fn example_config_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/credbroker.example.toml");
+        let env = Env::from([("HOME".to_owned(), "/home/u".to_owned())]);
+        let c = load(&path, &env).unwrap();
+        assert_eq!(c.profiles["default"].aws.flow, AwsFlow::Cognito);
+    }
+}

@@ -1,0 +1,595 @@
+//! Raw → validated: defaults applied, URLs and durations parsed, cross-field
+//! rules checked; every error names the file (or variable) and the key.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use url::Url;
+
+use super::*;
+use crate::net::check_upstream_url;
+
+struct V<'a> {
+    origin: String,
+    env: &'a Env,
+    dirs: Dirs,
+}
+
+impl V<'_> {
+    fn err(&self, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            origin: self.origin.clone(),
+            key: Some(key.into()),
+            message: message.into(),
+        }
+    }
+    fn required<T>(&self, v: Option<T>, key: &str, why: &str) -> Result<T, ConfigError> {
+        v.ok_or_else(|| self.err(key, format!("required {why}")))
+    }
+    fn duration(&self, v: &RawDuration, key: &str) -> Result<Duration, ConfigError> {
+        let d = humantime::parse_duration(v.0.trim()).map_err(|e| {
+            self.err(
+                key,
+                format!(
+                    "invalid duration {:?} ({e}); use e.g. \"30m\", \"1h\", \"90s\"",
+                    v.0
+                ),
+            )
+        })?;
+        if d.is_zero() {
+            return Err(self.err(key, "must be greater than zero"));
+        }
+        Ok(d)
+    }
+    fn loopback_addr(&self, s: &str, key: &str) -> Result<SocketAddr, ConfigError> {
+        let addr: SocketAddr = s.parse().map_err(|_| {
+            self.err(
+                key,
+                format!("invalid address {s:?}; expected IP:PORT such as \"127.0.0.1:9911\""),
+            )
+        })?;
+        if !addr.ip().is_loopback() {
+            return Err(self.err(
+                key,
+                format!(
+                    "{addr} is not a loopback address; credbroker serves credentials on loopback only (127.0.0.0/8 or [::1])"
+                ),
+            ));
+        }
+        Ok(addr)
+    }
+
+    fn upstream_url(&self, v: &str, key: &str) -> Result<Url, ConfigError> {
+        let url = Url::parse(v).map_err(|e| self.err(key, format!("invalid URL {v:?}: {e}")))?;
+        check_upstream_url(&url).map_err(|m| self.err(key, m))?;
+        Ok(url)
+    }
+}
+
+/// A profile name: a TOML bare key (so `[profiles.NAME]` needs no quoting and
+/// `CREDBROKER__PROFILES__NAME__KEY` works), also safe in URL paths and file
+/// names.
+fn valid_profile_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && s != "."
+        && s != ".."
+}
+
+/// The AWS endpoint variables the SDK honours; checked like config URLs.
+pub const AWS_ENDPOINT_VARS: [&str; 4] = [
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_STS",
+    "AWS_ENDPOINT_URL_COGNITO_IDENTITY",
+    "AWS_ENDPOINT_URL_COGNITO_IDENTITY_PROVIDER",
+];
+
+pub(super) fn validate(raw: RawConfig, path: &Path, env: &Env) -> Result<Config, ConfigError> {
+    let v = V {
+        origin: path.display().to_string(),
+        env,
+        dirs: Dirs::from_env(env),
+    };
+    if let Some(ver) = raw.version
+        && ver != 1
+    {
+        return Err(v.err(
+            "version",
+            format!("unsupported version {ver}; this build reads 1"),
+        ));
+    }
+    for var in AWS_ENDPOINT_VARS {
+        if let Some(val) = v.env.get(var).filter(|s| !s.is_empty()) {
+            let bad = |m: String| ConfigError {
+                origin: format!("environment variable {var}"),
+                key: None,
+                message: m,
+            };
+            let url = Url::parse(val).map_err(|e| bad(format!("invalid URL {val:?}: {e}")))?;
+            check_upstream_url(&url).map_err(bad)?;
+        }
+    }
+
+    let rs = raw.server.unwrap_or_default();
+    let listen = v.loopback_addr(
+        rs.listen.as_deref().unwrap_or(DEFAULT_LISTEN),
+        "server.listen",
+    )?;
+    let runtime_dir = rs.runtime_dir.unwrap_or_else(|| v.dirs.runtime.clone());
+    let ecs_token_file = rs
+        .ecs_token_file
+        .unwrap_or_else(|| runtime_dir.join("ecs-token"));
+    let allowed_hosts = rs.allowed_hosts.map(|l| l.0).unwrap_or_default();
+    for (i, h) in allowed_hosts.iter().enumerate() {
+        if h.is_empty() || h.bytes().any(|b| b.is_ascii_whitespace() || b == b'/') {
+            return Err(v.err(
+                format!("server.allowed_hosts[{i}]"),
+                format!("invalid host {h:?}; expected host or host:port"),
+            ));
+        }
+    }
+
+    let raw_profiles = raw.profiles.unwrap_or_default();
+    if raw_profiles.is_empty() {
+        return Err(v.err(
+            "profiles",
+            "at least one [profiles.<name>] section is required",
+        ));
+    }
+    let mut profiles = BTreeMap::new();
+    for (name, p) in raw_profiles {
+        let prof = validate_profile(&v, &name, p)?;
+        profiles.insert(name, prof);
+    }
+
+    reject_shared_token_files(&v, &profiles)?;
+
+    let imds = rs.imds.unwrap_or(true);
+    let imds_profile = match rs.imds_profile {
+        Some(p) => {
+            if !profiles.contains_key(&p) {
+                return Err(v.err(
+                    "server.imds_profile",
+                    format!(
+                        "no profile named {p:?} (profiles: {})",
+                        profiles.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            }
+            p
+        }
+        None if profiles.contains_key("default") => "default".into(),
+        None if profiles.len() == 1 => profiles.keys().next().cloned().unwrap_or_default(),
+        None => {
+            return Err(v.err(
+                "server.imds_profile",
+                "required when there are several profiles and none is named \"default\"",
+            ));
+        }
+    };
+
+    Ok(Config {
+        source: path.to_path_buf(),
+        server: ServerConfig {
+            listen,
+            ecs_token_file,
+            runtime_dir,
+            imds,
+            imds_v1: rs.imds_v1.unwrap_or(false),
+            imds_profile,
+            allowed_hosts,
+            strict_permissions: rs.strict_permissions.unwrap_or(false),
+        },
+        profiles,
+    })
+}
+
+fn validate_profile(v: &V<'_>, name: &str, p: RawProfile) -> Result<ProfileConfig, ConfigError> {
+    let k = |s: &str| format!("profiles.{name}.{s}");
+    if !valid_profile_name(name) {
+        return Err(v.err(
+            format!("profiles.{name}"),
+            "profile names may use letters, digits, '-' and '_' (at most 64)",
+        ));
+    }
+    let state_dir = p.state_dir.unwrap_or_else(|| v.dirs.state.join(name));
+    let endpoint_url = p
+        .endpoint_url
+        .as_deref()
+        .map(|u| v.upstream_url(u, &k("endpoint_url")))
+        .transpose()?;
+    let role_name = p.role_name.unwrap_or_else(|| DEFAULT_ROLE_NAME.into());
+    if !valid_name(&role_name) {
+        return Err(v.err(
+            k("role_name"),
+            format!("invalid role name {role_name:?}: letters, digits, '-', '_', '.' only"),
+        ));
+    }
+    let imds_listen = p
+        .imds_listen
+        .as_deref()
+        .map(|s| v.loopback_addr(s, &k("imds_listen")))
+        .transpose()?;
+    let refresh_before = match &p.refresh_before {
+        Some(d) => v.duration(d, &k("refresh_before"))?,
+        None => DEFAULT_REFRESH_BEFORE,
+    };
+
+    let rl = v.required(
+        p.login,
+        &k("login"),
+        "section: [profiles.NAME.login] with kind = \"oidc\", \"cognito-user-pool\" or \"none\"",
+    )?;
+    let ra = v.required(
+        p.aws,
+        &k("aws"),
+        "section: [profiles.NAME.aws] with flow = \"cognito\", \"cognito-basic\" or \"sts\"",
+    )?;
+
+    let kind = v.required(
+        rl.kind.clone(),
+        &k("login.kind"),
+        "(\"oidc\", \"cognito-user-pool\" or \"none\")",
+    )?;
+    let default_rt = state_dir.join("refresh-token");
+    let login = match kind.as_str() {
+        "oidc" => {
+            let issuer = rl
+                .issuer
+                .as_deref()
+                .map(|u| v.upstream_url(u, &k("login.issuer")))
+                .transpose()?;
+            let token_endpoint = rl
+                .token_endpoint
+                .as_deref()
+                .map(|u| v.upstream_url(u, &k("login.token_endpoint")))
+                .transpose()?;
+            if issuer.is_none() && token_endpoint.is_none() {
+                return Err(v.err(
+                    k("login.issuer"),
+                    "required for kind = \"oidc\" (or set login.token_endpoint)",
+                ));
+            }
+            reject_keys(
+                v,
+                name,
+                &[
+                    ("user_pool_id", rl.user_pool_id.is_some()),
+                    ("username", rl.username.is_some()),
+                ],
+                "oidc",
+            )?;
+            LoginConfig::Oidc(OidcConfig {
+                issuer,
+                token_endpoint,
+                client_id: v.required(
+                    rl.client_id,
+                    &k("login.client_id"),
+                    "for kind = \"oidc\"",
+                )?,
+                client_secret_file: rl.client_secret_file,
+                refresh_token_file: rl.refresh_token_file.unwrap_or(default_rt),
+                scopes: rl.scopes.map(|l| l.0),
+            })
+        }
+        "cognito-user-pool" => {
+            let pool = v.required(
+                rl.user_pool_id,
+                &k("login.user_pool_id"),
+                "for kind = \"cognito-user-pool\"",
+            )?;
+            if !pool.contains('_') {
+                return Err(v.err(k("login.user_pool_id"), format!("invalid user pool id {pool:?}; expected REGION_ID such as \"us-east-1_AbCdEf123\"")));
+            }
+            if rl.client_secret_file.is_some() && rl.username.is_none() {
+                return Err(v.err(k("login.username"), "required with login.client_secret_file (Cognito computes SECRET_HASH from the username)"));
+            }
+            reject_keys(
+                v,
+                name,
+                &[
+                    ("issuer", rl.issuer.is_some()),
+                    ("token_endpoint", rl.token_endpoint.is_some()),
+                    ("scopes", rl.scopes.is_some()),
+                ],
+                "cognito-user-pool",
+            )?;
+            LoginConfig::UserPool(UserPoolConfig {
+                user_pool_id: pool,
+                client_id: v.required(
+                    rl.client_id,
+                    &k("login.client_id"),
+                    "for kind = \"cognito-user-pool\"",
+                )?,
+                client_secret_file: rl.client_secret_file,
+                username: rl.username,
+                refresh_token_file: rl.refresh_token_file.unwrap_or(default_rt),
+            })
+        }
+        "none" => LoginConfig::None,
+        other => {
+            return Err(v.err(
+                k("login.kind"),
+                format!(
+                    "unknown kind {other:?}; expected \"oidc\", \"cognito-user-pool\" or \"none\""
+                ),
+            ));
+        }
+    };
+
+    let flow_s = v.required(
+        ra.flow,
+        &k("aws.flow"),
+        "(\"cognito\", \"cognito-basic\" or \"sts\")",
+    )?;
+    let flow = match flow_s.as_str() {
+        "cognito" => AwsFlow::Cognito,
+        "cognito-basic" => AwsFlow::CognitoBasic,
+        "sts" => AwsFlow::Sts,
+        other => {
+            return Err(v.err(
+                k("aws.flow"),
+                format!(
+                    "unknown flow {other:?}; expected \"cognito\", \"cognito-basic\" or \"sts\""
+                ),
+            ));
+        }
+    };
+    let needs_pool = matches!(flow, AwsFlow::Cognito | AwsFlow::CognitoBasic);
+    let identity_pool_id = if needs_pool {
+        let id = v.required(
+            ra.identity_pool_id,
+            &k("aws.identity_pool_id"),
+            &format!("when aws.flow = \"{flow_s}\""),
+        )?;
+        if !id.contains(':') {
+            return Err(v.err(
+                k("aws.identity_pool_id"),
+                format!("invalid identity pool id {id:?}; expected REGION:GUID"),
+            ));
+        }
+        Some(id)
+    } else {
+        if ra.identity_pool_id.is_some() {
+            return Err(v.err(
+                k("aws.identity_pool_id"),
+                "only used with aws.flow = \"cognito\" or \"cognito-basic\"",
+            ));
+        }
+        None
+    };
+    if flow == AwsFlow::Sts && matches!(login, LoginConfig::None) {
+        return Err(v.err(k("login.kind"), "\"none\" (guest) needs a Cognito identity pool: use aws.flow = \"cognito\" or \"cognito-basic\""));
+    }
+    let role_arn = match (flow, ra.role_arn) {
+        (AwsFlow::Sts | AwsFlow::CognitoBasic, None) => {
+            return Err(v.err(
+                k("aws.role_arn"),
+                format!("required when aws.flow = \"{flow_s}\""),
+            ));
+        }
+        (_, Some(arn)) => {
+            if !arn.starts_with("arn:") || !arn.contains(":role/") {
+                return Err(v.err(
+                    k("aws.role_arn"),
+                    format!("invalid role ARN {arn:?}; expected arn:aws:iam::ACCOUNT:role/NAME"),
+                ));
+            }
+            Some(arn)
+        }
+        (_, None) => None,
+    };
+    if let Some(a) = &ra.account_id
+        && (a.len() != 12 || !a.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(v.err(
+            k("aws.account_id"),
+            format!("invalid account id {a:?}; expected 12 digits"),
+        ));
+    }
+    let region = match p.region {
+        Some(r) => r,
+        None => identity_pool_id
+            .as_deref()
+            .and_then(|s| s.split(':').next())
+            .or(match &login {
+                LoginConfig::UserPool(u) => u.user_pool_id.split('_').next(),
+                _ => None,
+            })
+            .map(str::to_owned)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| v.err(k("region"), "required (e.g. \"us-east-1\")"))?,
+    };
+    if region.is_empty()
+        || !region
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        return Err(v.err(k("region"), format!("invalid region {region:?}")));
+    }
+    let login_provider = if needs_pool {
+        match (ra.login_provider, &login) {
+            (Some(lp), _) => Some(lp),
+            (None, LoginConfig::Oidc(o)) => match &o.issuer {
+                Some(iss) => Some(strip_scheme(iss)),
+                None => {
+                    return Err(v.err(k("aws.login_provider"), "required when login.issuer is not set (the Cognito Logins key, usually the issuer without https://)"));
+                }
+            },
+            (None, LoginConfig::UserPool(u)) => Some(format!(
+                "cognito-idp.{}.amazonaws.com/{}",
+                u.user_pool_id.split('_').next().unwrap_or(&region),
+                u.user_pool_id
+            )),
+            (None, LoginConfig::None) => None,
+        }
+    } else {
+        None
+    };
+    let session_name = ra
+        .session_name
+        .unwrap_or_else(|| DEFAULT_SESSION_NAME.into());
+    if session_name.len() < 2
+        || session_name.len() > 64
+        || !session_name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"=,.@_-".contains(&b))
+    {
+        return Err(v.err(
+            k("aws.session_name"),
+            format!("invalid session name {session_name:?}: 2-64 of letters, digits and =,.@_-"),
+        ));
+    }
+    let duration = ra
+        .duration
+        .as_ref()
+        .map(|d| v.duration(d, &k("aws.duration")))
+        .transpose()?;
+    if let Some(d) = duration {
+        if flow == AwsFlow::Cognito {
+            return Err(v.err(k("aws.duration"), "not used with aws.flow = \"cognito\" (GetCredentialsForIdentity always issues 1 h credentials)"));
+        }
+        if d > Duration::from_secs(12 * 3600) {
+            return Err(v.err(k("aws.duration"), "at most 12h (STS limit)"));
+        }
+    }
+    let session_policy = match &ra.session_policy_file {
+        Some(f) => {
+            if flow == AwsFlow::Cognito {
+                return Err(v.err(
+                    k("aws.session_policy_file"),
+                    "only used with STS (aws.flow = \"sts\" or \"cognito-basic\")",
+                ));
+            }
+            let text = std::fs::read_to_string(f).map_err(|e| {
+                v.err(
+                    k("aws.session_policy_file"),
+                    format!("cannot read {}: {e}", f.display()),
+                )
+            })?;
+            serde_json::from_str::<serde_json::Value>(&text).map_err(|e| {
+                v.err(
+                    k("aws.session_policy_file"),
+                    format!("{} is not valid JSON: {e}", f.display()),
+                )
+            })?;
+            Some(text)
+        }
+        None => None,
+    };
+    Ok(ProfileConfig {
+        name: name.to_owned(),
+        region,
+        endpoint_url,
+        role_name,
+        imds_listen,
+        refresh_before,
+        login,
+        aws: AwsConfig {
+            flow,
+            identity_pool_id,
+            account_id: ra.account_id,
+            login_provider,
+            role_arn,
+            session_name,
+            duration,
+            session_policy_file: ra.session_policy_file,
+            session_policy,
+            identity_id_file: state_dir.join("identity-id"),
+        },
+        state_dir,
+    })
+}
+
+/// Two profiles may share a refresh-token file (one IdP login feeding two
+/// roles): the daemon then runs **one** login for both, so the rotating
+/// token is refreshed once, never twice (reuse detection would revoke the
+/// grant). That needs the same login settings; different ones on one file
+/// are refused, naming both profiles. Paths are compared lexically (`.` and
+/// `..` folded), since the files need not exist yet.
+fn reject_shared_token_files(
+    v: &V<'_>,
+    profiles: &BTreeMap<String, ProfileConfig>,
+) -> Result<(), ConfigError> {
+    let mut seen: BTreeMap<PathBuf, (&str, &LoginConfig)> = BTreeMap::new();
+    for (name, p) in profiles {
+        let Some(rt) = p.login.refresh_token_file() else {
+            continue;
+        };
+        match seen.get(&normalize(rt)) {
+            Some((first, login)) if !login.same_login(&p.login) => {
+                return Err(v.err(
+                    format!("profiles.{name}.login"),
+                    format!(
+                        "shares the refresh-token file {} with profile {first:?} but not its login \
+                         settings; one token file is one login: use the same [login] settings, or \
+                         give this profile its own refresh_token_file",
+                        rt.display()
+                    ),
+                ));
+            }
+            Some(_) => {}
+            None => {
+                seen.insert(normalize(rt), (name, &p.login));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A refresh-token path in the form used to tell whether two profiles share
+/// one file.
+pub fn token_file_key(path: &Path) -> PathBuf {
+    normalize(path)
+}
+
+/// `path` with `.` removed and `..` folded, without touching the file system.
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+fn reject_keys(
+    v: &V<'_>,
+    name: &str,
+    keys: &[(&str, bool)],
+    kind: &str,
+) -> Result<(), ConfigError> {
+    for (key, present) in keys {
+        if *present {
+            return Err(v.err(
+                format!("profiles.{name}.login.{key}"),
+                format!("not used with kind = \"{kind}\""),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn strip_scheme(u: &Url) -> String {
+    let s = u.as_str();
+    let s = s.split_once("://").map(|(_, r)| r).unwrap_or(s);
+    s.trim_end_matches('/').to_owned()
+}
