@@ -347,7 +347,7 @@ impl<F: SourceFactory> Supervisor<F> {
             }
             .instrument(tracing::info_span!("imds_listener", profile = %name)),
         );
-        tracing::info!(profile = %name, addr = %addr, "listening (IMDS for this profile)");
+        tracing::info!(profile = %name, addr = %addr, "serving this profile's IMDS on its own port");
         ImdsListener {
             addr,
             state,
