@@ -403,7 +403,7 @@ proptest! {
         match config::load_str(&text, Path::new("props.toml"), &props_env()) {
             Ok(c) => {
                 prop_assert_eq!(c.profiles.len(), 1);
-                let p = c.profiles.values().next().map(|p| (p.refresh_before, p.aws.duration));
+                let p = c.profiles.values().next().map(|p| (p.refresh_before, p.aws.role().and_then(|r| r.duration)));
                 let (rb, d) = p.unwrap_or_default();
                 prop_assert!(rb > Duration::ZERO);
                 prop_assert!(d.is_none_or(|d| d > Duration::ZERO && d <= Duration::from_secs(12 * 3600)));

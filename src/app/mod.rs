@@ -164,13 +164,15 @@ fn private_dir(dir: &Path, key: &str) -> Result<(), StartupError> {
 /// the login rolls forward instead).
 pub fn prepare_profile(p: &ProfileConfig) -> Result<(), StartupError> {
     let dirs = [
-        p.aws.identity_id_file.parent(),
+        p.aws.identity_id_file().and_then(Path::parent),
         p.login.refresh_token_file().and_then(Path::parent),
     ];
     for d in dirs.into_iter().flatten() {
         private_dir(d, &format!("profiles.{}", p.name))?;
     }
-    fsutil::remove_stale_temps(&p.aws.identity_id_file);
+    if let Some(f) = p.aws.identity_id_file() {
+        fsutil::remove_stale_temps(f);
+    }
     Ok(())
 }
 

@@ -104,7 +104,7 @@ impl SourceFactory for FakeFactory {
     async fn build(&self, p: &ProfileConfig) -> Result<FakeSource, UpstreamError> {
         Ok(FakeSource {
             label: p.name.clone(),
-            role: p.aws.role_arn.clone(),
+            role: p.aws.role_arn().map(str::to_owned),
             counts: self.counts.clone(),
         })
     }

@@ -93,12 +93,8 @@ fn profile_change(o: &ProfileConfig, n: &ProfileConfig) -> ProfileChange {
         && o.endpoint_url == n.endpoint_url
         && o.state_dir == n.state_dir
         && o.login == n.login
-        && o.aws.flow == n.aws.flow
-        && o.aws.identity_pool_id == n.aws.identity_pool_id
-        && o.aws.account_id == n.aws.account_id
-        && o.aws.login_provider == n.aws.login_provider
-        && o.aws.role_arn == n.aws.role_arn
-        && o.aws.identity_id_file == n.aws.identity_id_file;
+        && o.aws.identity() == n.aws.identity()
+        && o.aws.role().map(|r| &r.account_id) == n.aws.role().map(|r| &r.account_id);
     if same_identity {
         ProfileChange::Settings
     } else {

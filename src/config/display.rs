@@ -77,34 +77,50 @@ impl fmt::Display for Config {
                 }
                 LoginConfig::None => {}
             }
-            let a = &pr.aws;
             writeln!(f, "\n[profiles.{name}.aws]")?;
-            writeln!(f, "flow = {}", q(a.flow.as_str()))?;
-            for (key, val) in [
-                ("identity_pool_id", &a.identity_pool_id),
-                ("account_id", &a.account_id),
-                ("login_provider", &a.login_provider),
-                ("role_arn", &a.role_arn),
-            ] {
-                if let Some(val) = val {
-                    writeln!(f, "{key} = {}", q(val))?;
-                }
-            }
-            if a.flow != AwsFlow::Cognito {
-                writeln!(f, "session_name = {}", q(&a.session_name))?;
-            }
-            if let Some(d) = a.duration {
-                writeln!(
-                    f,
-                    "duration = {}",
-                    q(&humantime::format_duration(d).to_string())
-                )?;
-            }
-            if let Some(s) = &a.session_policy_file {
-                writeln!(f, "session_policy_file = {}", p(s))?;
-            }
-            writeln!(f, "# identity id cache: {}", a.identity_id_file.display())?;
+            write_aws(f, &pr.aws)?;
         }
         Ok(())
     }
+}
+
+/// `[profiles.NAME.aws]`: the keys the flow uses.
+fn write_aws(f: &mut fmt::Formatter<'_>, a: &AwsConfig) -> fmt::Result {
+    writeln!(f, "flow = {}", q(a.flow_name()))?;
+    let account = a
+        .pool()
+        .and_then(|p| p.account_id.as_ref())
+        .or_else(|| a.role().and_then(|r| r.account_id.as_ref()));
+    for (key, val) in [
+        ("identity_pool_id", a.pool().map(|p| &p.identity_pool_id)),
+        ("account_id", account),
+        (
+            "login_provider",
+            a.pool().and_then(|p| p.login_provider.as_ref()),
+        ),
+    ] {
+        if let Some(val) = val {
+            writeln!(f, "{key} = {}", q(val))?;
+        }
+    }
+    if let Some(arn) = a.role_arn() {
+        writeln!(f, "role_arn = {}", q(arn))?;
+    }
+    if let Some(r) = a.role() {
+        writeln!(f, "session_name = {}", q(&r.session_name))?;
+        if let Some(d) = r.duration {
+            writeln!(
+                f,
+                "duration = {}",
+                q(&humantime::format_duration(d).to_string())
+            )?;
+        }
+        if let Some(s) = &r.session_policy_file {
+            writeln!(f, "session_policy_file = {}", p(s))?;
+        }
+    }
+    if let Some(id) = a.identity_id_file() {
+        writeln!(f, "# identity id cache: {}", id.display())?;
+    }
+    Ok(())
 }

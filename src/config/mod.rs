@@ -215,42 +215,106 @@ impl AwsFlow {
     }
 }
 
-/// Validated AWS side of a profile.
+/// Validated AWS side of a profile: one variant per `aws.flow`, each with
+/// exactly the settings that flow uses (nothing to re-check at run time).
 #[derive(Debug, Clone, PartialEq)]
-pub struct AwsConfig {
-    /// The exchange.
-    pub flow: AwsFlow,
-    /// Cognito identity pool id (cognito flows).
-    pub identity_pool_id: Option<String>,
+pub enum AwsConfig {
+    /// Cognito enhanced flow: GetId + GetCredentialsForIdentity.
+    Cognito(CognitoPool),
+    /// Cognito basic flow: GetId + GetOpenIdToken + STS AssumeRoleWithWebIdentity.
+    CognitoBasic(CognitoPool, StsRole),
+    /// STS AssumeRoleWithWebIdentity with the IdP id_token.
+    Sts(StsRole),
+}
+
+/// A Cognito identity pool and the identity in it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CognitoPool {
+    /// `REGION:GUID`.
+    pub identity_pool_id: String,
     /// AWS account id (GetId `AccountId`; served as `AccountId`).
     pub account_id: Option<String>,
-    /// Key of the `Logins` map (cognito flows).
+    /// Key of the `Logins` map; `None` for a guest (unauthenticated) identity.
     pub login_provider: Option<String>,
-    /// Role to assume (sts, cognito-basic) or `CustomRoleArn` (cognito).
-    pub role_arn: Option<String>,
-    /// STS role session name.
-    pub session_name: String,
-    /// Requested STS session duration.
-    pub duration: Option<Duration>,
-    /// Inline session policy file (content read at start-up).
-    pub session_policy_file: Option<PathBuf>,
-    /// The session policy document (read and JSON-checked at start-up).
-    pub session_policy: Option<String>,
-    /// Where the Cognito identity id is cached.
+    /// `CustomRoleArn` (enhanced flow; the basic flow's role is its [`StsRole`]).
+    pub custom_role_arn: Option<String>,
+    /// Where the identity id is cached.
     pub identity_id_file: PathBuf,
 }
 
+/// A role assumed with a web identity.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StsRole {
+    /// The role.
+    pub role_arn: String,
+    /// Served as `AccountId` (configured, else from the role ARN).
+    pub account_id: Option<String>,
+    /// Role session name.
+    pub session_name: String,
+    /// Requested session duration.
+    pub duration: Option<Duration>,
+    /// Inline session policy file (its content is read at load).
+    pub session_policy_file: Option<PathBuf>,
+    /// The session policy document (read and JSON-checked at load).
+    pub session_policy: Option<String>,
+}
+
 impl AwsConfig {
+    /// The flow.
+    pub fn flow(&self) -> AwsFlow {
+        match self {
+            AwsConfig::Cognito(_) => AwsFlow::Cognito,
+            AwsConfig::CognitoBasic(..) => AwsFlow::CognitoBasic,
+            AwsConfig::Sts(_) => AwsFlow::Sts,
+        }
+    }
+
     /// The flow as written in the file (`cognito`, `cognito-basic`, `sts`).
     pub fn flow_name(&self) -> &'static str {
-        self.flow.as_str()
+        self.flow().as_str()
+    }
+
+    /// The identity pool (Cognito flows).
+    pub fn pool(&self) -> Option<&CognitoPool> {
+        match self {
+            AwsConfig::Cognito(p) | AwsConfig::CognitoBasic(p, _) => Some(p),
+            AwsConfig::Sts(_) => None,
+        }
+    }
+
+    /// The assumed role (STS and basic flows).
+    pub fn role(&self) -> Option<&StsRole> {
+        match self {
+            AwsConfig::CognitoBasic(_, r) | AwsConfig::Sts(r) => Some(r),
+            AwsConfig::Cognito(_) => None,
+        }
+    }
+
+    /// The role the credentials are for, when the config names one.
+    pub fn role_arn(&self) -> Option<&str> {
+        match self {
+            AwsConfig::Cognito(p) => p.custom_role_arn.as_deref(),
+            AwsConfig::CognitoBasic(_, r) | AwsConfig::Sts(r) => Some(&r.role_arn),
+        }
+    }
+
+    /// Where the Cognito identity id is cached (Cognito flows).
+    pub fn identity_id_file(&self) -> Option<&Path> {
+        self.pool().map(|p| p.identity_id_file.as_path())
     }
 
     /// The account id to serve: configured, else from the role ARN.
     pub fn configured_account_id(&self) -> Option<String> {
-        self.account_id
-            .clone()
-            .or_else(|| self.role_arn.as_deref().and_then(account_from_arn))
+        self.pool()
+            .and_then(|p| p.account_id.clone())
+            .or_else(|| self.role().and_then(|r| r.account_id.clone()))
+            .or_else(|| self.role_arn().and_then(account_from_arn))
+    }
+
+    /// Who the credentials belong to, for [`ConfigDiff`]: everything but the
+    /// session tuning (name, duration, policy).
+    pub fn identity(&self) -> (AwsFlow, Option<&CognitoPool>, Option<&str>) {
+        (self.flow(), self.pool(), self.role_arn())
     }
 }
 

@@ -44,13 +44,16 @@ fn defaults_are_applied() {
     let p = &c.profiles["default"];
     assert_eq!(p.region, "eu-west-1");
     assert_eq!(p.refresh_before, DEFAULT_REFRESH_BEFORE);
-    assert_eq!(p.aws.login_provider.as_deref(), Some("idp.example.com"));
+    assert_eq!(
+        p.aws.pool().unwrap().login_provider.as_deref(),
+        Some("idp.example.com")
+    );
     assert_eq!(
         p.login.refresh_token_file().unwrap(),
         Path::new("/home/u/.local/state/credbroker/default/refresh-token")
     );
     assert_eq!(
-        p.aws.identity_id_file,
+        p.aws.identity_id_file().unwrap(),
         PathBuf::from("/home/u/.local/state/credbroker/default/identity-id")
     );
 }
@@ -236,14 +239,17 @@ aws = { flow = "cognito-basic", identity_pool_id = "us-west-2:g", role_arn = "ar
     let p = &c.profiles["p1"];
     assert_eq!(c.server.imds_profile, "p1");
     assert_eq!(
-        p.aws.login_provider.as_deref(),
+        p.aws.pool().unwrap().login_provider.as_deref(),
         Some("cognito-idp.us-west-2.amazonaws.com/us-west-2_abc")
     );
     assert_eq!(
         p.aws.configured_account_id().as_deref(),
         Some("123456789012")
     );
-    assert_eq!(p.aws.duration, Some(Duration::from_secs(7200)));
+    assert_eq!(
+        p.aws.role().unwrap().duration,
+        Some(Duration::from_secs(7200))
+    );
     // The Display form reloads to the same meaning.
     let shown = c.to_string();
     assert!(shown.contains("flow = \"cognito-basic\""));
@@ -258,6 +264,6 @@ mod example_tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/credbroker.example.toml");
         let env = Env::from([("HOME".to_owned(), "/home/u".to_owned())]);
         let c = load(&path, &env).unwrap();
-        assert_eq!(c.profiles["default"].aws.flow, AwsFlow::Cognito);
+        assert_eq!(c.profiles["default"].aws.flow(), AwsFlow::Cognito);
     }
 }

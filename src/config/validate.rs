@@ -225,7 +225,6 @@ fn validate_profile(v: &V<'_>, name: &str, p: RawProfile) -> Result<ProfileConfi
         Some(d) => v.duration(d, &k("refresh_before"))?,
         None => DEFAULT_REFRESH_BEFORE,
     };
-
     let rl = v.required(
         p.login,
         &k("login"),
@@ -236,258 +235,9 @@ fn validate_profile(v: &V<'_>, name: &str, p: RawProfile) -> Result<ProfileConfi
         &k("aws"),
         "section: [profiles.NAME.aws] with flow = \"cognito\", \"cognito-basic\" or \"sts\"",
     )?;
-
-    let kind = v.required(
-        rl.kind.clone(),
-        &k("login.kind"),
-        "(\"oidc\", \"cognito-user-pool\" or \"none\")",
-    )?;
-    let default_rt = state_dir.join("refresh-token");
-    let login = match kind.as_str() {
-        "oidc" => {
-            let issuer = rl
-                .issuer
-                .as_deref()
-                .map(|u| v.upstream_url(u, &k("login.issuer")))
-                .transpose()?;
-            let token_endpoint = rl
-                .token_endpoint
-                .as_deref()
-                .map(|u| v.upstream_url(u, &k("login.token_endpoint")))
-                .transpose()?;
-            if issuer.is_none() && token_endpoint.is_none() {
-                return Err(v.err(
-                    k("login.issuer"),
-                    "required for kind = \"oidc\" (or set login.token_endpoint)",
-                ));
-            }
-            reject_keys(
-                v,
-                name,
-                &[
-                    ("user_pool_id", rl.user_pool_id.is_some()),
-                    ("username", rl.username.is_some()),
-                ],
-                "oidc",
-            )?;
-            LoginConfig::Oidc(OidcConfig {
-                issuer,
-                token_endpoint,
-                client_id: v.required(
-                    rl.client_id,
-                    &k("login.client_id"),
-                    "for kind = \"oidc\"",
-                )?,
-                client_secret_file: rl.client_secret_file,
-                refresh_token_file: rl.refresh_token_file.unwrap_or(default_rt),
-                scopes: rl.scopes.map(|l| l.0),
-            })
-        }
-        "cognito-user-pool" => {
-            let pool = v.required(
-                rl.user_pool_id,
-                &k("login.user_pool_id"),
-                "for kind = \"cognito-user-pool\"",
-            )?;
-            if !pool.contains('_') {
-                return Err(v.err(k("login.user_pool_id"), format!("invalid user pool id {pool:?}; expected REGION_ID such as \"us-east-1_AbCdEf123\"")));
-            }
-            if rl.client_secret_file.is_some() && rl.username.is_none() {
-                return Err(v.err(k("login.username"), "required with login.client_secret_file (Cognito computes SECRET_HASH from the username)"));
-            }
-            reject_keys(
-                v,
-                name,
-                &[
-                    ("issuer", rl.issuer.is_some()),
-                    ("token_endpoint", rl.token_endpoint.is_some()),
-                    ("scopes", rl.scopes.is_some()),
-                ],
-                "cognito-user-pool",
-            )?;
-            LoginConfig::UserPool(UserPoolConfig {
-                user_pool_id: pool,
-                client_id: v.required(
-                    rl.client_id,
-                    &k("login.client_id"),
-                    "for kind = \"cognito-user-pool\"",
-                )?,
-                client_secret_file: rl.client_secret_file,
-                username: rl.username,
-                refresh_token_file: rl.refresh_token_file.unwrap_or(default_rt),
-            })
-        }
-        "none" => LoginConfig::None,
-        other => {
-            return Err(v.err(
-                k("login.kind"),
-                format!(
-                    "unknown kind {other:?}; expected \"oidc\", \"cognito-user-pool\" or \"none\""
-                ),
-            ));
-        }
-    };
-
-    let flow_s = v.required(
-        ra.flow,
-        &k("aws.flow"),
-        "(\"cognito\", \"cognito-basic\" or \"sts\")",
-    )?;
-    let flow = match flow_s.as_str() {
-        "cognito" => AwsFlow::Cognito,
-        "cognito-basic" => AwsFlow::CognitoBasic,
-        "sts" => AwsFlow::Sts,
-        other => {
-            return Err(v.err(
-                k("aws.flow"),
-                format!(
-                    "unknown flow {other:?}; expected \"cognito\", \"cognito-basic\" or \"sts\""
-                ),
-            ));
-        }
-    };
-    let needs_pool = matches!(flow, AwsFlow::Cognito | AwsFlow::CognitoBasic);
-    let identity_pool_id = if needs_pool {
-        let id = v.required(
-            ra.identity_pool_id,
-            &k("aws.identity_pool_id"),
-            &format!("when aws.flow = \"{flow_s}\""),
-        )?;
-        if !id.contains(':') {
-            return Err(v.err(
-                k("aws.identity_pool_id"),
-                format!("invalid identity pool id {id:?}; expected REGION:GUID"),
-            ));
-        }
-        Some(id)
-    } else {
-        if ra.identity_pool_id.is_some() {
-            return Err(v.err(
-                k("aws.identity_pool_id"),
-                "only used with aws.flow = \"cognito\" or \"cognito-basic\"",
-            ));
-        }
-        None
-    };
-    if flow == AwsFlow::Sts && matches!(login, LoginConfig::None) {
-        return Err(v.err(k("login.kind"), "\"none\" (guest) needs a Cognito identity pool: use aws.flow = \"cognito\" or \"cognito-basic\""));
-    }
-    let role_arn = match (flow, ra.role_arn) {
-        (AwsFlow::Sts | AwsFlow::CognitoBasic, None) => {
-            return Err(v.err(
-                k("aws.role_arn"),
-                format!("required when aws.flow = \"{flow_s}\""),
-            ));
-        }
-        (_, Some(arn)) => {
-            if !arn.starts_with("arn:") || !arn.contains(":role/") {
-                return Err(v.err(
-                    k("aws.role_arn"),
-                    format!("invalid role ARN {arn:?}; expected arn:aws:iam::ACCOUNT:role/NAME"),
-                ));
-            }
-            Some(arn)
-        }
-        (_, None) => None,
-    };
-    if let Some(a) = &ra.account_id
-        && (a.len() != 12 || !a.bytes().all(|b| b.is_ascii_digit()))
-    {
-        return Err(v.err(
-            k("aws.account_id"),
-            format!("invalid account id {a:?}; expected 12 digits"),
-        ));
-    }
-    let region = match p.region {
-        Some(r) => r,
-        None => identity_pool_id
-            .as_deref()
-            .and_then(|s| s.split(':').next())
-            .or(match &login {
-                LoginConfig::UserPool(u) => u.user_pool_id.split('_').next(),
-                _ => None,
-            })
-            .map(str::to_owned)
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| v.err(k("region"), "required (e.g. \"us-east-1\")"))?,
-    };
-    if region.is_empty()
-        || !region
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-    {
-        return Err(v.err(k("region"), format!("invalid region {region:?}")));
-    }
-    let login_provider = if needs_pool {
-        match (ra.login_provider, &login) {
-            (Some(lp), _) => Some(lp),
-            (None, LoginConfig::Oidc(o)) => match &o.issuer {
-                Some(iss) => Some(strip_scheme(iss)),
-                None => {
-                    return Err(v.err(k("aws.login_provider"), "required when login.issuer is not set (the Cognito Logins key, usually the issuer without https://)"));
-                }
-            },
-            (None, LoginConfig::UserPool(u)) => Some(format!(
-                "cognito-idp.{}.amazonaws.com/{}",
-                u.user_pool_id.split('_').next().unwrap_or(&region),
-                u.user_pool_id
-            )),
-            (None, LoginConfig::None) => None,
-        }
-    } else {
-        None
-    };
-    let session_name = ra
-        .session_name
-        .unwrap_or_else(|| DEFAULT_SESSION_NAME.into());
-    if session_name.len() < 2
-        || session_name.len() > 64
-        || !session_name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"=,.@_-".contains(&b))
-    {
-        return Err(v.err(
-            k("aws.session_name"),
-            format!("invalid session name {session_name:?}: 2-64 of letters, digits and =,.@_-"),
-        ));
-    }
-    let duration = ra
-        .duration
-        .as_ref()
-        .map(|d| v.duration(d, &k("aws.duration")))
-        .transpose()?;
-    if let Some(d) = duration {
-        if flow == AwsFlow::Cognito {
-            return Err(v.err(k("aws.duration"), "not used with aws.flow = \"cognito\" (GetCredentialsForIdentity always issues 1 h credentials)"));
-        }
-        if d > Duration::from_secs(12 * 3600) {
-            return Err(v.err(k("aws.duration"), "at most 12h (STS limit)"));
-        }
-    }
-    let session_policy = match &ra.session_policy_file {
-        Some(f) => {
-            if flow == AwsFlow::Cognito {
-                return Err(v.err(
-                    k("aws.session_policy_file"),
-                    "only used with STS (aws.flow = \"sts\" or \"cognito-basic\")",
-                ));
-            }
-            let text = std::fs::read_to_string(f).map_err(|e| {
-                v.err(
-                    k("aws.session_policy_file"),
-                    format!("cannot read {}: {e}", f.display()),
-                )
-            })?;
-            serde_json::from_str::<serde_json::Value>(&text).map_err(|e| {
-                v.err(
-                    k("aws.session_policy_file"),
-                    format!("{} is not valid JSON: {e}", f.display()),
-                )
-            })?;
-            Some(text)
-        }
-        None => None,
-    };
+    let login = validate_login(v, name, rl, &state_dir)?;
+    let aws = validate_aws(v, name, ra, &login, &state_dir)?;
+    let region = profile_region(v, name, p.region, &aws, &login)?;
     Ok(ProfileConfig {
         name: name.to_owned(),
         region,
@@ -496,20 +246,353 @@ fn validate_profile(v: &V<'_>, name: &str, p: RawProfile) -> Result<ProfileConfi
         imds_listen,
         refresh_before,
         login,
-        aws: AwsConfig {
-            flow,
-            identity_pool_id,
-            account_id: ra.account_id,
-            login_provider,
-            role_arn,
-            session_name,
-            duration,
-            session_policy_file: ra.session_policy_file,
-            session_policy,
-            identity_id_file: state_dir.join("identity-id"),
-        },
+        aws,
         state_dir,
     })
+}
+
+/// `region`, else the identity pool's or user pool's region.
+fn profile_region(
+    v: &V<'_>,
+    name: &str,
+    region: Option<String>,
+    aws: &AwsConfig,
+    login: &LoginConfig,
+) -> Result<String, ConfigError> {
+    let key = format!("profiles.{name}.region");
+    let region = match region {
+        Some(r) => r,
+        None => aws
+            .pool()
+            .and_then(|p| p.identity_pool_id.split(':').next())
+            .or(match login {
+                LoginConfig::UserPool(u) => u.user_pool_id.split('_').next(),
+                _ => None,
+            })
+            .map(str::to_owned)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| v.err(&key, "required (e.g. \"us-east-1\")"))?,
+    };
+    if region.is_empty()
+        || !region
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        return Err(v.err(&key, format!("invalid region {region:?}")));
+    }
+    Ok(region)
+}
+
+/// `[profiles.NAME.login]`.
+fn validate_login(
+    v: &V<'_>,
+    name: &str,
+    rl: RawLogin,
+    state_dir: &Path,
+) -> Result<LoginConfig, ConfigError> {
+    let k = |s: &str| format!("profiles.{name}.login.{s}");
+    let kind = v.required(
+        rl.kind.clone(),
+        &k("kind"),
+        "(\"oidc\", \"cognito-user-pool\" or \"none\")",
+    )?;
+    let default_rt = state_dir.join("refresh-token");
+    match kind.as_str() {
+        "oidc" => validate_oidc(v, name, rl, default_rt).map(LoginConfig::Oidc),
+        "cognito-user-pool" => {
+            validate_user_pool(v, name, rl, default_rt).map(LoginConfig::UserPool)
+        }
+        "none" => Ok(LoginConfig::None),
+        other => Err(v.err(
+            k("kind"),
+            format!("unknown kind {other:?}; expected \"oidc\", \"cognito-user-pool\" or \"none\""),
+        )),
+    }
+}
+
+fn validate_oidc(
+    v: &V<'_>,
+    name: &str,
+    rl: RawLogin,
+    default_rt: PathBuf,
+) -> Result<OidcConfig, ConfigError> {
+    let k = |s: &str| format!("profiles.{name}.login.{s}");
+    let issuer = rl
+        .issuer
+        .as_deref()
+        .map(|u| v.upstream_url(u, &k("issuer")))
+        .transpose()?;
+    let token_endpoint = rl
+        .token_endpoint
+        .as_deref()
+        .map(|u| v.upstream_url(u, &k("token_endpoint")))
+        .transpose()?;
+    if issuer.is_none() && token_endpoint.is_none() {
+        return Err(v.err(
+            k("issuer"),
+            "required for kind = \"oidc\" (or set login.token_endpoint)",
+        ));
+    }
+    reject_keys(
+        v,
+        name,
+        &[
+            ("user_pool_id", rl.user_pool_id.is_some()),
+            ("username", rl.username.is_some()),
+        ],
+        "oidc",
+    )?;
+    Ok(OidcConfig {
+        issuer,
+        token_endpoint,
+        client_id: v.required(rl.client_id, &k("client_id"), "for kind = \"oidc\"")?,
+        client_secret_file: rl.client_secret_file,
+        refresh_token_file: rl.refresh_token_file.unwrap_or(default_rt),
+        scopes: rl.scopes.map(|l| l.0),
+    })
+}
+
+fn validate_user_pool(
+    v: &V<'_>,
+    name: &str,
+    rl: RawLogin,
+    default_rt: PathBuf,
+) -> Result<UserPoolConfig, ConfigError> {
+    let k = |s: &str| format!("profiles.{name}.login.{s}");
+    let pool = v.required(
+        rl.user_pool_id,
+        &k("user_pool_id"),
+        "for kind = \"cognito-user-pool\"",
+    )?;
+    if !pool.contains('_') {
+        return Err(v.err(
+            k("user_pool_id"),
+            format!(
+                "invalid user pool id {pool:?}; expected REGION_ID such as \"us-east-1_AbCdEf123\""
+            ),
+        ));
+    }
+    if rl.client_secret_file.is_some() && rl.username.is_none() {
+        return Err(v.err(
+            k("username"),
+            "required with login.client_secret_file (Cognito computes SECRET_HASH from the username)",
+        ));
+    }
+    reject_keys(
+        v,
+        name,
+        &[
+            ("issuer", rl.issuer.is_some()),
+            ("token_endpoint", rl.token_endpoint.is_some()),
+            ("scopes", rl.scopes.is_some()),
+        ],
+        "cognito-user-pool",
+    )?;
+    Ok(UserPoolConfig {
+        user_pool_id: pool,
+        client_id: v.required(
+            rl.client_id,
+            &k("client_id"),
+            "for kind = \"cognito-user-pool\"",
+        )?,
+        client_secret_file: rl.client_secret_file,
+        username: rl.username,
+        refresh_token_file: rl.refresh_token_file.unwrap_or(default_rt),
+    })
+}
+
+/// `[profiles.NAME.aws]`: the flow and exactly the settings it uses.
+fn validate_aws(
+    v: &V<'_>,
+    name: &str,
+    ra: RawAws,
+    login: &LoginConfig,
+    state_dir: &Path,
+) -> Result<AwsConfig, ConfigError> {
+    let k = |s: &str| format!("profiles.{name}.aws.{s}");
+    let flow_s = v.required(
+        ra.flow.clone(),
+        &k("flow"),
+        "(\"cognito\", \"cognito-basic\" or \"sts\")",
+    )?;
+    let flow = match flow_s.as_str() {
+        "cognito" => AwsFlow::Cognito,
+        "cognito-basic" => AwsFlow::CognitoBasic,
+        "sts" => AwsFlow::Sts,
+        other => {
+            return Err(v.err(
+                k("flow"),
+                format!(
+                    "unknown flow {other:?}; expected \"cognito\", \"cognito-basic\" or \"sts\""
+                ),
+            ));
+        }
+    };
+    if let Some(a) = &ra.account_id
+        && (a.len() != 12 || !a.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(v.err(
+            k("account_id"),
+            format!("invalid account id {a:?}; expected 12 digits"),
+        ));
+    }
+    let role_arn = ra
+        .role_arn
+        .as_deref()
+        .map(|arn| {
+            if !arn.starts_with("arn:") || !arn.contains(":role/") {
+                return Err(v.err(
+                    k("role_arn"),
+                    format!("invalid role ARN {arn:?}; expected arn:aws:iam::ACCOUNT:role/NAME"),
+                ));
+            }
+            Ok(arn.to_owned())
+        })
+        .transpose()?;
+    match flow {
+        AwsFlow::Sts => {
+            if matches!(login, LoginConfig::None) {
+                return Err(v.err(format!("profiles.{name}.login.kind"), "\"none\" (guest) needs a Cognito identity pool: use aws.flow = \"cognito\" or \"cognito-basic\""));
+            }
+            if ra.identity_pool_id.is_some() {
+                return Err(v.err(
+                    k("identity_pool_id"),
+                    "only used with aws.flow = \"cognito\" or \"cognito-basic\"",
+                ));
+            }
+            let arn = v.required(role_arn, &k("role_arn"), "when aws.flow = \"sts\"")?;
+            Ok(AwsConfig::Sts(validate_role(v, name, &ra, arn)?))
+        }
+        AwsFlow::CognitoBasic => {
+            let arn = v.required(
+                role_arn,
+                &k("role_arn"),
+                "when aws.flow = \"cognito-basic\"",
+            )?;
+            let pool = validate_pool(v, name, &ra, login, state_dir, &flow_s, None)?;
+            Ok(AwsConfig::CognitoBasic(
+                pool,
+                validate_role(v, name, &ra, arn)?,
+            ))
+        }
+        AwsFlow::Cognito => {
+            for (key, set) in [
+                ("duration", ra.duration.is_some()),
+                ("session_policy_file", ra.session_policy_file.is_some()),
+            ] {
+                if set {
+                    return Err(v.err(k(key), if key == "duration" {
+                        "not used with aws.flow = \"cognito\" (GetCredentialsForIdentity always issues 1 h credentials)"
+                    } else {
+                        "only used with STS (aws.flow = \"sts\" or \"cognito-basic\")"
+                    }));
+                }
+            }
+            let pool = validate_pool(v, name, &ra, login, state_dir, &flow_s, role_arn)?;
+            Ok(AwsConfig::Cognito(pool))
+        }
+    }
+}
+
+fn validate_pool(
+    v: &V<'_>,
+    name: &str,
+    ra: &RawAws,
+    login: &LoginConfig,
+    state_dir: &Path,
+    flow_s: &str,
+    custom_role_arn: Option<String>,
+) -> Result<CognitoPool, ConfigError> {
+    let k = |s: &str| format!("profiles.{name}.aws.{s}");
+    let id = v.required(
+        ra.identity_pool_id.clone(),
+        &k("identity_pool_id"),
+        &format!("when aws.flow = \"{flow_s}\""),
+    )?;
+    if !id.contains(':') {
+        return Err(v.err(
+            k("identity_pool_id"),
+            format!("invalid identity pool id {id:?}; expected REGION:GUID"),
+        ));
+    }
+    let login_provider = match (ra.login_provider.clone(), login) {
+        (Some(lp), _) => Some(lp),
+        (None, LoginConfig::Oidc(o)) => match &o.issuer {
+            Some(iss) => Some(strip_scheme(iss)),
+            None => {
+                return Err(v.err(k("login_provider"), "required when login.issuer is not set (the Cognito Logins key, usually the issuer without https://)"));
+            }
+        },
+        (None, LoginConfig::UserPool(u)) => {
+            let region = u.user_pool_id.split('_').next().unwrap_or_default();
+            Some(format!(
+                "cognito-idp.{region}.amazonaws.com/{}",
+                u.user_pool_id
+            ))
+        }
+        (None, LoginConfig::None) => None,
+    };
+    Ok(CognitoPool {
+        identity_pool_id: id,
+        account_id: ra.account_id.clone(),
+        login_provider,
+        custom_role_arn,
+        identity_id_file: state_dir.join("identity-id"),
+    })
+}
+
+/// The STS side: session name, duration, policy.
+fn validate_role(
+    v: &V<'_>,
+    name: &str,
+    ra: &RawAws,
+    role_arn: String,
+) -> Result<StsRole, ConfigError> {
+    let k = |s: &str| format!("profiles.{name}.aws.{s}");
+    let session_name = ra
+        .session_name
+        .clone()
+        .unwrap_or_else(|| DEFAULT_SESSION_NAME.into());
+    if session_name.len() < 2
+        || session_name.len() > 64
+        || !session_name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"=,.@_-".contains(&b))
+    {
+        return Err(v.err(
+            k("session_name"),
+            format!("invalid session name {session_name:?}: 2-64 of letters, digits and =,.@_-"),
+        ));
+    }
+    let duration = ra
+        .duration
+        .as_ref()
+        .map(|d| v.duration(d, &k("duration")))
+        .transpose()?;
+    if duration.is_some_and(|d| d > Duration::from_secs(12 * 3600)) {
+        return Err(v.err(k("duration"), "at most 12h (STS limit)"));
+    }
+    let session_policy = ra
+        .session_policy_file
+        .as_ref()
+        .map(|f| read_policy(v, &k("session_policy_file"), f))
+        .transpose()?;
+    Ok(StsRole {
+        role_arn,
+        account_id: ra.account_id.clone(),
+        session_name,
+        duration,
+        session_policy_file: ra.session_policy_file.clone(),
+        session_policy,
+    })
+}
+
+fn read_policy(v: &V<'_>, key: &str, f: &Path) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(f)
+        .map_err(|e| v.err(key, format!("cannot read {}: {e}", f.display())))?;
+    serde_json::from_str::<serde_json::Value>(&text)
+        .map_err(|e| v.err(key, format!("{} is not valid JSON: {e}", f.display())))?;
+    Ok(text)
 }
 
 /// Two profiles may share a refresh-token file (one IdP login feeding two

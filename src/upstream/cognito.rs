@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 use tokio::sync::Mutex;
 
-use crate::config::{AwsConfig, AwsFlow};
+use crate::config::{CognitoPool, StsRole};
 use crate::creds::AwsCredentials;
 use crate::fsutil;
 use crate::secret::{ExposeSecret, secret};
@@ -28,7 +28,7 @@ pub struct CognitoExchange {
     client: aws_sdk_cognitoidentity::Client,
     /// Present for the basic flow.
     sts: Option<StsExchange>,
-    cfg: AwsConfig,
+    cfg: CognitoPool,
     /// Cached identity id (mirrors the file).
     identity: Mutex<Option<String>>,
 }
@@ -74,10 +74,10 @@ pub fn identity_is_unusable(e: &UpstreamError) -> bool {
 
 impl CognitoExchange {
     /// Clients for this profile.
-    pub fn new(cfg: &AwsConfig, sdk: &aws_config::SdkConfig) -> Self {
+    pub fn new(cfg: &CognitoPool, basic: Option<&StsRole>, sdk: &aws_config::SdkConfig) -> Self {
         CognitoExchange {
             client: aws_sdk_cognitoidentity::Client::new(sdk),
-            sts: (cfg.flow == AwsFlow::CognitoBasic).then(|| StsExchange::new(cfg, sdk)),
+            sts: basic.map(|r| StsExchange::new(r, sdk)),
             cfg: cfg.clone(),
             identity: Mutex::new(None),
         }
@@ -117,7 +117,7 @@ impl CognitoExchange {
                 tracing::warn!(path = %self.id_file().display(), error = %e, "cannot read the identity-id cache")
             }
         }
-        let pool = self.cfg.identity_pool_id.clone().unwrap_or_default();
+        let pool = self.cfg.identity_pool_id.clone();
         let out = self
             .client
             .get_id()
@@ -202,7 +202,7 @@ impl CognitoExchange {
             .get_credentials_for_identity()
             .identity_id(id)
             .set_logins(logins.clone())
-            .set_custom_role_arn(self.cfg.role_arn.clone())
+            .set_custom_role_arn(self.cfg.custom_role_arn.clone())
             .send()
             .await
             .map_err(|e| classify("cognito-identity", e))?;
@@ -219,8 +219,13 @@ impl CognitoExchange {
                 .expiration()
                 .and_then(to_system_time)
                 .ok_or_else(|| bad("no Expiration"))?,
-            account_id: self.cfg.configured_account_id(),
-            role_arn: self.cfg.role_arn.clone(),
+            account_id: self.cfg.account_id.clone().or_else(|| {
+                self.cfg
+                    .custom_role_arn
+                    .as_deref()
+                    .and_then(crate::config::account_from_arn)
+            }),
+            role_arn: self.cfg.custom_role_arn.clone(),
         })
     }
 }
@@ -231,17 +236,12 @@ mod tests {
     use crate::upstream::fake::{self, FakeAws};
     use serde_json::json;
 
-    fn guest_cfg(dir: &std::path::Path) -> AwsConfig {
-        AwsConfig {
-            flow: AwsFlow::Cognito,
-            identity_pool_id: Some("us-east-1:pool".into()),
+    fn guest_cfg(dir: &std::path::Path) -> CognitoPool {
+        CognitoPool {
+            identity_pool_id: "us-east-1:pool".into(),
             account_id: None,
             login_provider: None,
-            role_arn: None,
-            session_name: "s".into(),
-            duration: None,
-            session_policy_file: None,
-            session_policy: None,
+            custom_role_arn: None,
             identity_id_file: dir.join("identity-id"),
         }
     }
@@ -275,7 +275,11 @@ mod tests {
         })
         .await;
         let dir = tempfile::tempdir().unwrap();
-        let x = CognitoExchange::new(&guest_cfg(dir.path()), &fake::sdk(&aws.endpoint).await);
+        let x = CognitoExchange::new(
+            &guest_cfg(dir.path()),
+            None,
+            &fake::sdk(&aws.endpoint).await,
+        );
         for _ in 0..3 {
             let e = x.exchange(None).await.unwrap_err();
             assert!(matches!(e, UpstreamError::Rejected { .. }), "{e}");
@@ -297,7 +301,11 @@ mod tests {
             })
             .await;
             let dir = tempfile::tempdir().unwrap();
-            let x = CognitoExchange::new(&guest_cfg(dir.path()), &fake::sdk(&aws.endpoint).await);
+            let x = CognitoExchange::new(
+                &guest_cfg(dir.path()),
+                None,
+                &fake::sdk(&aws.endpoint).await,
+            );
             let _ = x.exchange(None).await.unwrap_err();
             let _ = x.exchange(None).await.unwrap_err();
             assert_eq!(aws.count("GetId"), 1, "{code}");
@@ -329,7 +337,11 @@ mod tests {
             .await;
             let dir = tempfile::tempdir().unwrap();
             std::fs::write(dir.path().join("identity-id"), "us-east-1:old").unwrap();
-            let x = CognitoExchange::new(&guest_cfg(dir.path()), &fake::sdk(&aws.endpoint).await);
+            let x = CognitoExchange::new(
+                &guest_cfg(dir.path()),
+                None,
+                &fake::sdk(&aws.endpoint).await,
+            );
             let c = x.exchange(None).await.unwrap();
             assert_eq!(c.access_key_id, "ASIAFAKE");
             assert_eq!(aws.count("GetId"), 1, "{code}");

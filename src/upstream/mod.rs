@@ -304,11 +304,15 @@ impl Chain {
         login: Arc<Login>,
         clock: SharedClock,
     ) -> Self {
-        let exchange = match profile.aws.flow {
-            crate::config::AwsFlow::Sts => {
-                Exchange::Sts(Box::new(sts::StsExchange::new(&profile.aws, sdk)))
+        use crate::config::AwsConfig;
+        let exchange = match &profile.aws {
+            AwsConfig::Sts(role) => Exchange::Sts(Box::new(sts::StsExchange::new(role, sdk))),
+            AwsConfig::Cognito(pool) => {
+                Exchange::Cognito(Box::new(cognito::CognitoExchange::new(pool, None, sdk)))
             }
-            _ => Exchange::Cognito(Box::new(cognito::CognitoExchange::new(&profile.aws, sdk))),
+            AwsConfig::CognitoBasic(pool, role) => Exchange::Cognito(Box::new(
+                cognito::CognitoExchange::new(pool, Some(role), sdk),
+            )),
         };
         Chain {
             login,

@@ -2,7 +2,7 @@
 //! id_token, and the second half of the Cognito basic flow with the token
 //! from `GetOpenIdToken`.
 
-use crate::config::AwsConfig;
+use crate::config::StsRole;
 use crate::creds::AwsCredentials;
 use crate::secret::{ExposeSecret, SecretString, secret};
 
@@ -12,12 +12,12 @@ use super::aws::{classify, to_system_time};
 /// Assumes `role_arn` with a web identity token.
 pub struct StsExchange {
     client: aws_sdk_sts::Client,
-    cfg: AwsConfig,
+    cfg: StsRole,
 }
 
 impl StsExchange {
     /// A client for this profile.
-    pub fn new(cfg: &AwsConfig, sdk: &aws_config::SdkConfig) -> Self {
+    pub fn new(cfg: &StsRole, sdk: &aws_config::SdkConfig) -> Self {
         StsExchange {
             client: aws_sdk_sts::Client::new(sdk),
             cfg: cfg.clone(),
@@ -26,13 +26,7 @@ impl StsExchange {
 
     /// Call AssumeRoleWithWebIdentity with `token`.
     pub async fn assume(&self, token: &SecretString) -> Result<AwsCredentials, UpstreamError> {
-        let role_arn = self
-            .cfg
-            .role_arn
-            .clone()
-            .ok_or_else(|| UpstreamError::Local {
-                message: "aws.role_arn is required for AssumeRoleWithWebIdentity".into(),
-            })?;
+        let role_arn = self.cfg.role_arn.clone();
         let out = self
             .client
             .assume_role_with_web_identity()
@@ -62,7 +56,12 @@ impl StsExchange {
             session_token: secret(c.session_token()),
             expiration: to_system_time(c.expiration())
                 .ok_or_else(|| bad("unreadable Expiration"))?,
-            account_id: self.cfg.configured_account_id().or(assumed_account),
+            account_id: self
+                .cfg
+                .account_id
+                .clone()
+                .or_else(|| crate::config::account_from_arn(&role_arn))
+                .or(assumed_account),
             role_arn: Some(role_arn),
         })
     }
