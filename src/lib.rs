@@ -11,18 +11,24 @@
 //! # Layout
 //!
 //! ```text
-//!  signal ─► shutdown ─► CancellationToken ─┬─► refresher[profile] (one task per profile)
-//!                                           ├─► server (one listener: IMDS + ECS + admin)
-//!  SIGHUP / notify(watcher) ─► Wake ────────┘
+//!  signal ─► shutdown ─► root CancellationToken ─┬─► supervisor[profile] (child token each)
+//!                                                 │     ├─► refresher[profile]  (the only writer of its store)
+//!                                                 │     └─► imds listener[profile] (optional, imds_listen)
+//!                                                 └─► main listener (IMDS + ECS + admin)
+//!  config file (notify) / SIGHUP ─► reload ─► ConfigDiff ─► supervisor: start / stop / replace
+//!                                                    └──► listeners: swap ListenerView
+//!  refresh-token file (notify) / SIGHUP ─► Wake ─► refresher[profile]
 //!
 //!  refresher[p] ──(upstream: login ─► aws)──► ProfileStore[p] (tokio::watch, one writer)
-//!                                                   │
-//!                          server handlers ◄────────┘ (many readers, never call upstream)
+//!     (profiles on one refresh-token file share one login)   │
+//!                      Registry (name → reader) ◄── supervisor (adds, replaces, removes)
+//!                                │
+//!                  server handlers (many readers, never call upstream)
 //! ```
 //!
 //! | module | responsibility | uses |
 //! |---|---|---|
-//! | [`config`] | raw TOML/env → validated [`config::Config`]; `Display` reloads as the same config | `net`, `fsutil` |
+//! | [`config`] | raw TOML/env → typed, validated [`config::Config`] (`raw`, `validate`, `display`); [`config::ConfigDiff`] for reloads | `net`, `fsutil` |
 //! | [`net`] | what counts as loopback; which upstream URLs are acceptable | – |
 //! | [`secret`] | redaction helpers (`SecretString`, key suffixes) | – |
 //! | [`clock`] | injectable wall clock | – |
@@ -33,7 +39,7 @@
 //! | [`refresher`] | schedule, backoff, login-required state; the only writer | `upstream` (trait), `store`, `creds`, `clock`, `fsutil`, `secret` |
 //! | [`server`] | IMDS, ECS, health and status routes + security guards | `store`, `creds`, `clock`, `net`, `secret` — **never `upstream`** |
 //! | [`watcher`] | file-change notifications → wake a profile's refresher | `refresher` (its `Wake`), `fsutil` |
-//! | [`app`] | composition root: the only place that spawns long-lived tasks | everything above, `shutdown` |
+//! | [`app`] | composition root, the only place that spawns long-lived tasks: `App::build`/`run`, `Deps` (source factory, listeners), the per-profile `supervisor`, `reload`, shared logins (`UpstreamSources`) | everything above, `shutdown` |
 //! | [`cli`] | `check-config`, `status`, `env` client commands | `app` (`DaemonInfo`), `config`, `error`, `fsutil`, `net`, `secret` |
 //! | [`error`], [`shutdown`], [`telemetry`] | start-up errors and exit codes; signals; logging with fixed caps | `config` (error only) |
 //! | `testing` | fixtures for unit, socket and fuzz tests (hidden) | `server`, `store`, `creds`, `clock`, `secret` |
