@@ -181,102 +181,122 @@ pub async fn run<S: CredentialSource>(
             () = cancel.cancelled() => return,
         };
         let now = clock.now();
-        match result {
+        let (deadline, accept) = match result {
             Ok(creds) => {
                 failures = 0;
-                let served = Arc::new(Served::render(&creds, now));
-                let next = refresh_at(
-                    now,
-                    creds.expiration,
-                    settings.refresh_before,
-                    random_unit(),
-                );
-                tracing::info!(
-                    profile,
-                    key = %format_args!("…{}", served.key_suffix),
-                    expires = %rfc3339(creds.expiration),
-                    next_refresh = %rfc3339(next),
-                    "credentials refreshed"
-                );
-                store.update(|s| {
-                    s.served = Some(served);
-                    s.state = State::Ready;
-                    s.last_error = None;
-                    s.next_refresh = Some(next);
-                    s.last_refresh = Some(now);
-                    s.refreshes += 1;
-                    s.failures = 0;
-                });
-                if let Waited::Cancelled =
-                    wait_until(&clock, Some(next), &mut wake, Accept::Nothing, &cancel).await
-                {
-                    return;
-                }
+                let next = published(&store, &settings, &creds, now);
+                (Some(next), Accept::Nothing)
             }
             Err(e) if e.is_login_required() => {
                 failures += 1;
                 tracing::error!(profile, error = %e, "login required; not retrying until the refresh token changes or SIGHUP");
                 store.update(|s| {
                     s.state = State::LoginRequired;
-                    s.last_error = Some(ErrorInfo {
-                        kind: e.kind(),
-                        message: e.to_string(),
-                        at: now,
-                    });
+                    s.last_error = Some(error_info(&e, now));
                     s.next_refresh = None;
                     s.failures = failures;
                 });
-                let accept = Accept::Change {
-                    file: token_file,
-                    seen: token_file.and_then(fsutil::fingerprint),
-                };
-                if let Waited::Cancelled =
-                    wait_until(&clock, None, &mut wake, accept, &cancel).await
-                {
-                    return;
-                }
-                tracing::info!(profile, "refresh token changed (or SIGHUP); trying again");
+                (None, change_of(token_file))
             }
             Err(e) => {
                 failures += 1;
-                let delay = backoff(failures, random_unit());
-                let next = now + delay;
-                let still_valid = store
-                    .current()
-                    .served
-                    .as_ref()
-                    .is_some_and(|s| s.usable_at(now, Duration::ZERO));
-                if still_valid {
-                    tracing::warn!(profile, error = %e, retry_in = ?delay, "refresh failed; serving the last good credentials until they expire");
-                } else {
-                    tracing::error!(profile, error = %e, retry_in = ?delay, "refresh failed and no valid credentials remain");
-                }
-                store.update(|s| {
-                    s.state = if s.served.is_some() {
-                        State::Retrying
-                    } else {
-                        State::Starting
-                    };
-                    s.last_error = Some(ErrorInfo {
-                        kind: e.kind(),
-                        message: e.to_string(),
-                        at: now,
-                    });
-                    s.next_refresh = Some(next);
-                    s.failures = failures;
-                });
-                let accept = Accept::Change {
-                    file: token_file,
-                    seen: token_file.and_then(fsutil::fingerprint),
-                };
-                if let Waited::Cancelled =
-                    wait_until(&clock, Some(next), &mut wake, accept, &cancel).await
-                {
-                    return;
-                }
+                let next = failed(&store, profile, &e, now, failures);
+                (Some(next), change_of(token_file))
             }
+        };
+        let waited = wait_until(&clock, deadline, &mut wake, accept, &cancel).await;
+        match waited {
+            Waited::Cancelled => return,
+            Waited::Woken if deadline.is_none() => {
+                tracing::info!(profile, "refresh token changed (or SIGHUP); trying again");
+            }
+            _ => {}
         }
     }
+}
+
+fn error_info(e: &crate::upstream::UpstreamError, at: SystemTime) -> ErrorInfo {
+    ErrorInfo {
+        kind: e.kind(),
+        message: e.to_string(),
+        at,
+    }
+}
+
+/// Waits after a failure end early only on SIGHUP or a real change of the
+/// refresh-token file (see [`Accept::Change`]).
+fn change_of(file: Option<&Path>) -> Accept<'_> {
+    Accept::Change {
+        file,
+        seen: file.and_then(fsutil::fingerprint),
+    }
+}
+
+/// Publish fresh credentials; returns when to refresh them.
+fn published(
+    store: &ProfileStore,
+    settings: &Settings,
+    creds: &crate::creds::AwsCredentials,
+    now: SystemTime,
+) -> SystemTime {
+    let served = Arc::new(Served::render(creds, now));
+    let next = refresh_at(
+        now,
+        creds.expiration,
+        settings.refresh_before,
+        random_unit(),
+    );
+    tracing::info!(
+        profile = settings.profile.as_str(),
+        key = %format_args!("…{}", served.key_suffix),
+        expires = %rfc3339(creds.expiration),
+        next_refresh = %rfc3339(next),
+        "credentials refreshed"
+    );
+    store.update(|s| {
+        s.served = Some(served);
+        s.state = State::Ready;
+        s.last_error = None;
+        s.next_refresh = Some(next);
+        s.last_refresh = Some(now);
+        s.refreshes += 1;
+        s.failures = 0;
+    });
+    next
+}
+
+/// Record a retryable failure (keeping the last good credentials); returns
+/// when to retry.
+fn failed(
+    store: &ProfileStore,
+    profile: &str,
+    e: &crate::upstream::UpstreamError,
+    now: SystemTime,
+    failures: u32,
+) -> SystemTime {
+    let delay = backoff(failures, random_unit());
+    let next = now + delay;
+    let still_valid = store
+        .current()
+        .served
+        .as_ref()
+        .is_some_and(|s| s.usable_at(now, Duration::ZERO));
+    if still_valid {
+        tracing::warn!(profile, error = %e, retry_in = ?delay, "refresh failed; serving the last good credentials until they expire");
+    } else {
+        tracing::error!(profile, error = %e, retry_in = ?delay, "refresh failed and no valid credentials remain");
+    }
+    store.update(|s| {
+        s.state = if s.served.is_some() {
+            State::Retrying
+        } else {
+            State::Starting
+        };
+        s.last_error = Some(error_info(e, now));
+        s.next_refresh = Some(next);
+        s.failures = failures;
+    });
+    next
 }
 
 #[cfg(test)]

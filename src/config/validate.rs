@@ -156,28 +156,7 @@ pub(super) fn validate(raw: RawConfig, path: &Path, env: &Env) -> Result<Config,
     reject_shared_token_files(&v, &profiles)?;
 
     let imds = rs.imds.unwrap_or(true);
-    let imds_profile = match rs.imds_profile {
-        Some(p) => {
-            if !profiles.contains_key(&p) {
-                return Err(v.err(
-                    "server.imds_profile",
-                    format!(
-                        "no profile named {p:?} (profiles: {})",
-                        profiles.keys().cloned().collect::<Vec<_>>().join(", ")
-                    ),
-                ));
-            }
-            p
-        }
-        None if profiles.contains_key("default") => "default".into(),
-        None if profiles.len() == 1 => profiles.keys().next().cloned().unwrap_or_default(),
-        None => {
-            return Err(v.err(
-                "server.imds_profile",
-                "required when there are several profiles and none is named \"default\"",
-            ));
-        }
-    };
+    let imds_profile = imds_profile(&v, rs.imds_profile, &profiles)?;
 
     Ok(Config {
         source: path.to_path_buf(),
@@ -193,6 +172,30 @@ pub(super) fn validate(raw: RawConfig, path: &Path, env: &Env) -> Result<Config,
         },
         profiles,
     })
+}
+
+/// `server.imds_profile`: named, else `default`, else the only profile.
+fn imds_profile(
+    v: &V<'_>,
+    named: Option<String>,
+    profiles: &BTreeMap<String, ProfileConfig>,
+) -> Result<String, ConfigError> {
+    match named {
+        Some(p) if profiles.contains_key(&p) => Ok(p),
+        Some(p) => Err(v.err(
+            "server.imds_profile",
+            format!(
+                "no profile named {p:?} (profiles: {})",
+                profiles.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        )),
+        None if profiles.contains_key("default") => Ok("default".into()),
+        None if profiles.len() == 1 => Ok(profiles.keys().next().cloned().unwrap_or_default()),
+        None => Err(v.err(
+            "server.imds_profile",
+            "required when there are several profiles and none is named \"default\"",
+        )),
+    }
 }
 
 fn validate_profile(v: &V<'_>, name: &str, p: RawProfile) -> Result<ProfileConfig, ConfigError> {
@@ -439,15 +442,7 @@ fn validate_aws(
     let role_arn = ra
         .role_arn
         .as_deref()
-        .map(|arn| {
-            if !arn.starts_with("arn:") || !arn.contains(":role/") {
-                return Err(v.err(
-                    k("role_arn"),
-                    format!("invalid role ARN {arn:?}; expected arn:aws:iam::ACCOUNT:role/NAME"),
-                ));
-            }
-            Ok(arn.to_owned())
-        })
+        .map(|arn| role_arn(v, &k("role_arn"), arn))
         .transpose()?;
     match flow {
         AwsFlow::Sts => {
@@ -476,22 +471,29 @@ fn validate_aws(
             ))
         }
         AwsFlow::Cognito => {
-            for (key, set) in [
-                ("duration", ra.duration.is_some()),
-                ("session_policy_file", ra.session_policy_file.is_some()),
-            ] {
-                if set {
-                    return Err(v.err(k(key), if key == "duration" {
-                        "not used with aws.flow = \"cognito\" (GetCredentialsForIdentity always issues 1 h credentials)"
-                    } else {
-                        "only used with STS (aws.flow = \"sts\" or \"cognito-basic\")"
-                    }));
-                }
+            if ra.duration.is_some() {
+                return Err(v.err(k("duration"), "not used with aws.flow = \"cognito\" (GetCredentialsForIdentity always issues 1 h credentials)"));
+            }
+            if ra.session_policy_file.is_some() {
+                return Err(v.err(
+                    k("session_policy_file"),
+                    "only used with STS (aws.flow = \"sts\" or \"cognito-basic\")",
+                ));
             }
             let pool = validate_pool(v, name, &ra, login, state_dir, &flow_s, role_arn)?;
             Ok(AwsConfig::Cognito(pool))
         }
     }
+}
+
+fn role_arn(v: &V<'_>, key: &str, arn: &str) -> Result<String, ConfigError> {
+    if !arn.starts_with("arn:") || !arn.contains(":role/") {
+        return Err(v.err(
+            key,
+            format!("invalid role ARN {arn:?}; expected arn:aws:iam::ACCOUNT:role/NAME"),
+        ));
+    }
+    Ok(arn.to_owned())
 }
 
 fn validate_pool(

@@ -89,6 +89,43 @@ fn transport(e: &reqwest::Error) -> UpstreamError {
     }
 }
 
+/// What a non-2xx token response means: throttling and 5xx are retryable;
+/// an OAuth error (RFC 6749 §5.2) means a human must log in again.
+async fn refused(resp: reqwest::Response, store: &dyn TokenStore) -> UpstreamError {
+    let status = resp.status();
+    if status.as_u16() == 429 {
+        return UpstreamError::Throttled {
+            service: SERVICE,
+            code: "429".into(),
+        };
+    }
+    if status.is_server_error() {
+        return UpstreamError::Transport {
+            service: SERVICE,
+            message: format!("token endpoint: HTTP {status}"),
+        };
+    }
+    match resp.json::<OAuthError>().await {
+        Ok(err) => {
+            let desc = err
+                .error_description
+                .as_deref()
+                .map(short)
+                .unwrap_or_default();
+            let what = match err.error.as_str() {
+                "invalid_grant" => "the identity provider rejected the refresh token (invalid_grant: revoked, expired or reused)".to_owned(),
+                "invalid_client" | "unauthorized_client" => format!("the identity provider rejected the client ({}): check login.client_id / login.client_secret_file", err.error),
+                other => format!("the identity provider refused the refresh ({}{}{})", short(other), if desc.is_empty() { "" } else { ": " }, desc),
+            };
+            store.login_required(&short(&err.error), &what)
+        }
+        Err(_) => UpstreamError::BadResponse {
+            service: SERVICE,
+            message: format!("token endpoint: HTTP {status} without an OAuth error body"),
+        },
+    }
+}
+
 impl OidcLogin {
     /// A login for this configuration (no I/O yet).
     pub fn new(cfg: OidcConfig, clock: SharedClock) -> Result<Self, UpstreamError> {
@@ -225,41 +262,7 @@ impl OidcLogin {
             cache.id_token = Some(tok.clone());
             return Ok(tok);
         }
-        let code = status.as_u16();
-        if code == 429 {
-            return Err(UpstreamError::Throttled {
-                service: SERVICE,
-                code: "429".into(),
-            });
-        }
-        if status.is_server_error() {
-            return Err(UpstreamError::Transport {
-                service: SERVICE,
-                message: format!("token endpoint: HTTP {status}"),
-            });
-        }
-        match resp.json::<OAuthError>().await {
-            Ok(err) => {
-                let desc = err
-                    .error_description
-                    .as_deref()
-                    .map(short)
-                    .unwrap_or_default();
-                let what = match err.error.as_str() {
-                    "invalid_grant" => "the identity provider rejected the refresh token (invalid_grant: revoked, expired or reused)".to_owned(),
-                    "invalid_client" | "unauthorized_client" => format!("the identity provider rejected the client ({}): check login.client_id / login.client_secret_file", err.error),
-                    other => format!("the identity provider refused the refresh ({}{}{})", short(other), if desc.is_empty() { "" } else { ": " }, desc),
-                };
-                cache.id_token = None;
-                Err(cache
-                    .refresh
-                    .store()
-                    .login_required(&short(&err.error), &what))
-            }
-            Err(_) => Err(UpstreamError::BadResponse {
-                service: SERVICE,
-                message: format!("token endpoint: HTTP {status} without an OAuth error body"),
-            }),
-        }
+        cache.id_token = None;
+        Err(refused(resp, cache.refresh.store()).await)
     }
 }
