@@ -69,6 +69,7 @@ pub mod secret;
 pub mod server;
 pub mod shutdown;
 pub mod store;
+pub mod systemd;
 pub mod telemetry;
 #[doc(hidden)]
 pub mod testing;

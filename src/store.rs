@@ -139,10 +139,22 @@ pub struct ProfileEntry {
 }
 
 /// Name → profile, looked up per request. Writer: the app's supervisor
-/// (profiles added, replaced and removed by reloads); readers: handlers.
-#[derive(Debug, Clone, Default)]
+/// (profiles added, replaced and removed by reloads); readers: handlers, and
+/// the app's status reporter, which also follows [`Registry::changes`].
+#[derive(Debug, Clone)]
 pub struct Registry {
     inner: Arc<RwLock<BTreeMap<String, ProfileEntry>>>,
+    /// Bumped on every insert and removal.
+    version: Arc<watch::Sender<u64>>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry {
+            inner: Arc::default(),
+            version: Arc::new(watch::channel(0).0),
+        }
+    }
 }
 
 impl Registry {
@@ -151,6 +163,7 @@ impl Registry {
         if let Ok(mut m) = self.inner.write() {
             m.insert(name, entry);
         }
+        self.version.send_modify(|v| *v += 1);
     }
 
     /// Remove a profile (its ECS path then answers 404).
@@ -158,6 +171,7 @@ impl Registry {
         if let Ok(mut m) = self.inner.write() {
             m.remove(name);
         }
+        self.version.send_modify(|v| *v += 1);
     }
 
     /// Look a profile up.
@@ -171,5 +185,10 @@ impl Registry {
             .read()
             .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
             .unwrap_or_default()
+    }
+
+    /// Changes when a profile is added, replaced or removed.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.version.subscribe()
     }
 }

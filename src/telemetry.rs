@@ -14,6 +14,7 @@
 
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::{FilterExt, LevelFilter, Targets};
+use tracing_subscriber::fmt::FormatEvent;
 use tracing_subscriber::layer::{Layer, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -58,20 +59,59 @@ pub fn caps() -> Targets {
         .fold(t, |t, c| t.with_target(*c, LevelFilter::INFO))
 }
 
+/// How lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    /// Timestamps and levels (a terminal or a file).
+    Plain,
+    /// Under systemd (`JOURNAL_STREAM` set): no timestamp (journald adds
+    /// its own) and a `<N>` syslog priority prefix, which journald turns into
+    /// the entry's priority (`journalctl -p warning` works).
+    Journald,
+}
+
+/// Prefixes each line with its syslog priority (sd-daemon(3) `SD_ERR`…).
+struct Priority<F>(F);
+
+impl<S, N, F> FormatEvent<S, N> for Priority<F>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'w> tracing_subscriber::fmt::FormatFields<'w> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let prio = match *event.metadata().level() {
+            tracing::Level::ERROR => 3,
+            tracing::Level::WARN => 4,
+            tracing::Level::INFO => 6,
+            _ => 7,
+        };
+        write!(writer, "<{prio}>")?;
+        self.0.format_event(ctx, writer, event)
+    }
+}
+
 /// A formatting layer writing to `writer`, filtered by `spec` **and** [`caps`].
-pub fn layer<S, W>(spec: Option<&str>, writer: W, ansi: bool, time: bool) -> impl Layer<S>
+pub fn layer<S, W>(spec: Option<&str>, writer: W, ansi: bool, style: Style) -> impl Layer<S>
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(writer)
-        .with_ansi(ansi);
+        .with_ansi(ansi && style == Style::Plain);
     let filter = filter(spec).and(caps());
-    if time {
-        fmt.with_filter(filter).boxed()
-    } else {
-        fmt.without_time().with_filter(filter).boxed()
+    match style {
+        Style::Plain => fmt.with_filter(filter).boxed(),
+        Style::Journald => {
+            let format = tracing_subscriber::fmt::format().without_time();
+            fmt.event_format(Priority(format)).with_filter(filter).boxed()
+        }
     }
 }
 
@@ -79,9 +119,13 @@ where
 pub fn init() {
     let spec = std::env::var("RUST_LOG").ok();
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let time = std::env::var_os("JOURNAL_STREAM").is_none();
+    let style = if std::env::var_os("JOURNAL_STREAM").is_some() {
+        Style::Journald
+    } else {
+        Style::Plain
+    };
     let _ = tracing_subscriber::registry()
-        .with(layer(spec.as_deref(), std::io::stderr, ansi, time))
+        .with(layer(spec.as_deref(), std::io::stderr, ansi, style))
         .try_init();
 }
 
@@ -108,7 +152,7 @@ mod tests {
         let buf = Buf::default();
         let w = buf.clone();
         let sub =
-            tracing_subscriber::registry().with(layer(Some(spec), move || w.clone(), false, false));
+            tracing_subscriber::registry().with(layer(Some(spec), move || w.clone(), false, Style::Plain));
         tracing::subscriber::with_default(sub, || {
             tracing::trace!(target: "aws_smithy_runtime", "SECRET-smithy-trace");
             tracing::trace!(target: "aws_smithy_runtime::client::orchestrator", "SECRET-orchestrator-trace");
@@ -141,6 +185,28 @@ mod tests {
             let out = run(spec);
             assert!(!out.contains("SECRET"), "RUST_LOG={spec} leaked:\n{out}");
         }
+    }
+
+    #[test]
+    fn journald_lines_carry_their_priority_and_no_timestamp() {
+        let buf = Buf::default();
+        let w = buf.clone();
+        let sub = tracing_subscriber::registry().with(layer(
+            Some("info"),
+            move || w.clone(),
+            false,
+            Style::Journald,
+        ));
+        tracing::subscriber::with_default(sub, || {
+            tracing::error!(target: "credbroker::x", "bad");
+            tracing::warn!(target: "credbroker::x", "meh");
+            tracing::info!(target: "credbroker::x", "fine");
+        });
+        let out = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(lines[0].starts_with("<3>") && lines[0].contains("bad"), "{out}");
+        assert!(lines[1].starts_with("<4>") && lines[2].starts_with("<6>"), "{out}");
+        assert!(!out.contains("2026-") && !out.contains("T0"), "no timestamps: {out}");
     }
 
     #[test]

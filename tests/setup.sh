@@ -171,13 +171,15 @@ npm_ci "$repo/tests/clients/js" @aws-sdk/credential-providers
 
 # --- SDK compatibility matrix: Go v2 and Ruby from Debian ----------------------
 # No Go module proxy or rubygems is needed: Debian packages the SDKs.
-compat_debs=(golang-go golang-github-aws-aws-sdk-go-v2-dev ruby ruby-aws-sdk-core)
+# Also: systemd (systemd-analyze, for the unit-file tests) and util-linux
+# (runuser, unshare: clients as other users, network namespaces).
+compat_debs=(golang-go golang-github-aws-aws-sdk-go-v2-dev ruby ruby-aws-sdk-core systemd util-linux)
 deb_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 if command -v dpkg-query >/dev/null 2>&1; then
   missing_debs=()
   for deb in "${compat_debs[@]}"; do deb_installed "$deb" || missing_debs+=("$deb"); done
   if [ ${#missing_debs[@]} -gt 0 ]; then
-    apt_install "the Go and Ruby SDKs of the SDK compatibility matrix (tests/demo.sh needs none of them)" "${missing_debs[@]}"
+    apt_install "the SDK compatibility matrix's Go and Ruby SDKs and the systemd tools (tests/demo.sh needs none of them)" "${missing_debs[@]}"
   else
     echo "debian packages up to date (${compat_debs[*]})"
   fi

@@ -15,6 +15,7 @@
 
 mod reload;
 mod sources;
+mod status;
 pub mod supervisor;
 
 use std::collections::BTreeMap;
@@ -278,7 +279,10 @@ impl<F: SourceFactory> App<F> {
         );
         let info_path = config.server.runtime_dir.join(DAEMON_FILE);
         write_daemon_file(&info_path, addr, sup.imds_listeners());
-        tracker.spawn(notify_ready(shared.registry.clone(), cancel.clone()));
+        tracker.spawn(status::report(shared.registry.clone(), cancel.clone()));
+        if let Some(every) = crate::systemd::watchdog_interval() {
+            tracker.spawn(watchdog(addr, every, cancel.clone()));
+        }
 
         let mut reloader = reload::Reloader::new(config, deps.env, addr);
         reloader
@@ -286,7 +290,7 @@ impl<F: SourceFactory> App<F> {
             .await;
 
         tracing::info!("shutting down");
-        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        crate::systemd::stopping();
         cancel.cancel();
         tracker.close();
         if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
@@ -307,10 +311,19 @@ pub async fn run(
     clock: SharedClock,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartupError> {
-    App::build(config, Deps::real(clock))
-        .await?
-        .run(shutdown)
-        .await
+    let mut deps = Deps::real(clock);
+    if let Some(l) = crate::systemd::inherited_listener()? {
+        if l.local_addr().ok() != Some(config.server.listen) {
+            tracing::info!(
+                configured = %config.server.listen,
+                "using the socket passed by systemd; server.listen is not bound"
+            );
+        }
+        deps.listener = Some(TcpListener::from_std(l).map_err(|e| {
+            StartupError::Other(format!("cannot use the socket passed by systemd: {e}"))
+        })?);
+    }
+    App::build(config, deps).await?.run(shutdown).await
 }
 
 /// The main listener's view of the config.
@@ -380,18 +393,42 @@ fn remove_daemon_file(path: &Path) {
     }
 }
 
-/// Readiness: one well-defined moment, when every profile of the start-up
-/// config first has credentials (systemd READY=1, a log line).
-async fn notify_ready(registry: Registry, cancel: CancellationToken) {
-    let mut readers: Vec<_> = registry.all().into_iter().map(|(_, p)| p.reader).collect();
-    for r in &mut readers {
+/// The systemd watchdog: ping only while the main listener answers
+/// `/healthz`, so a wedged runtime or accept loop stops the pings and systemd
+/// restarts the daemon.
+async fn watchdog(addr: SocketAddr, every: Duration, cancel: CancellationToken) {
+    loop {
         tokio::select! {
-            res = r.wait_for(|s| s.served.is_some()) => if res.is_err() { return },
+            () = tokio::time::sleep(every) => {}
             () = cancel.cancelled() => return,
         }
+        match tokio::time::timeout(Duration::from_secs(2), self_check(addr)).await {
+            Ok(Ok(())) => crate::systemd::watchdog(),
+            Ok(Err(e)) => tracing::warn!(error = %e, "watchdog self-check failed; not pinging"),
+            Err(_) => tracing::warn!("watchdog self-check timed out; not pinging"),
+        }
     }
-    tracing::info!("ready: every profile has credentials");
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+}
+
+/// `GET /healthz` on our own listener, over a fresh connection.
+async fn self_check(addr: SocketAddr) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    let host = match addr {
+        SocketAddr::V4(a) => format!("{}:{}", a.ip(), a.port()),
+        SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
+    };
+    s.write_all(
+        format!("GET /healthz HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await?;
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).await?;
+    if &head[9..12] == b"200" {
+        Ok(())
+    } else {
+        Err(std::io::Error::other("/healthz did not answer 200"))
+    }
 }
 
 #[cfg(test)]

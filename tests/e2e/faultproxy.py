@@ -155,6 +155,9 @@ class FaultProxy:
         self._fault = Fault()
         self._lock = threading.Lock()
         self._entries: list[Entry] = []
+        # Connections accepted whose request is not read yet (not entries yet):
+        # a killed client's request may still be on its way to an entry.
+        self._reading: set[int] = set()
         self._stopping = threading.Event()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -167,7 +170,13 @@ class FaultProxy:
 
         class Handler(socketserver.BaseRequestHandler):
             def handle(self) -> None:  # noqa: D401 - socketserver API
-                proxy._handle(self.request)
+                with proxy._lock:
+                    proxy._reading.add(id(self.request))
+                try:
+                    proxy._handle(self.request)
+                finally:
+                    with proxy._lock:
+                        proxy._reading.discard(id(self.request))
 
         self._server = _Server(("127.0.0.1", 0), Handler)
         host, port = self._server.server_address[:2]
@@ -227,10 +236,16 @@ class FaultProxy:
         """Requests whose exchange is still going on (black-holed ones excluded)."""
         return [e for e in self.entries() if not e.done and e.fault != "blackhole"]
 
-    def wait_idle(self, timeout: float = 10.0) -> bool:
+    def wait_idle(self, timeout: float = 10.0, settle: float = 0.05) -> bool:
+        """Wait until no exchange is in flight. ``settle`` first lets a request
+        that a just-killed client already sent (still in the accept queue or
+        being read, so not an entry yet) reach the proxy."""
+        time.sleep(settle)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if not self.in_flight():
+            with self._lock:
+                reading = bool(self._reading)
+            if not self.in_flight() and not reading:
                 return True
             time.sleep(0.005)
         return False
@@ -300,6 +315,7 @@ class FaultProxy:
             entry = Entry(len(self._entries), time.monotonic(), method, target, headers, body,
                           _action(method, target, headers, body))
             self._entries.append(entry)
+            self._reading.discard(id(sock))
         kind = fault.kind if fault.applies(entry) else "pass"
         entry.fault = kind
         try:
