@@ -110,7 +110,9 @@ where
         Style::Plain => fmt.with_filter(filter).boxed(),
         Style::Journald => {
             let format = tracing_subscriber::fmt::format().without_time();
-            fmt.event_format(Priority(format)).with_filter(filter).boxed()
+            fmt.event_format(Priority(format))
+                .with_filter(filter)
+                .boxed()
         }
     }
 }
@@ -151,8 +153,12 @@ mod tests {
     fn run(spec: &str) -> String {
         let buf = Buf::default();
         let w = buf.clone();
-        let sub =
-            tracing_subscriber::registry().with(layer(Some(spec), move || w.clone(), false, Style::Plain));
+        let sub = tracing_subscriber::registry().with(layer(
+            Some(spec),
+            move || w.clone(),
+            false,
+            Style::Plain,
+        ));
         tracing::subscriber::with_default(sub, || {
             tracing::trace!(target: "aws_smithy_runtime", "SECRET-smithy-trace");
             tracing::trace!(target: "aws_smithy_runtime::client::orchestrator", "SECRET-orchestrator-trace");
@@ -204,9 +210,18 @@ mod tests {
         });
         let out = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
         let lines: Vec<&str> = out.lines().collect();
-        assert!(lines[0].starts_with("<3>") && lines[0].contains("bad"), "{out}");
-        assert!(lines[1].starts_with("<4>") && lines[2].starts_with("<6>"), "{out}");
-        assert!(!out.contains("2026-") && !out.contains("T0"), "no timestamps: {out}");
+        assert!(
+            lines[0].starts_with("<3>") && lines[0].contains("bad"),
+            "{out}"
+        );
+        assert!(
+            lines[1].starts_with("<4>") && lines[2].starts_with("<6>"),
+            "{out}"
+        );
+        assert!(
+            !out.contains("2026-") && !out.contains("T0"),
+            "no timestamps: {out}"
+        );
     }
 
     #[test]
