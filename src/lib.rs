@@ -40,8 +40,9 @@
 //! | [`server`] | IMDS, ECS, health and status routes + security guards | `store`, `creds`, `clock`, `net`, `secret` — **never `upstream`** |
 //! | [`watcher`] | file-change notifications → wake a profile's refresher | `refresher` (its `Wake`), `fsutil` |
 //! | [`app`] | composition root, the only place that spawns long-lived tasks: `App::build`/`run`, `Deps` (source factory, listeners), the per-profile `supervisor`, `reload`, shared logins (`UpstreamSources`) | everything above, `shutdown` |
-//! | [`cli`] | `check-config`, `status`, `env` client commands | `app` (`DaemonInfo`), `config`, `error`, `fsutil`, `net`, `secret` |
-//! | [`error`], [`shutdown`], [`telemetry`] | start-up errors and exit codes; signals; logging with fixed caps | `config` (error only) |
+//! | [`cli`] | `serve`, `check-config`; client commands `status`, `env`, `exec`, `credential-process`, `doctor` through one daemon client (`cli::client`); `completions`, `man` | `app`, `clock`, `config`, `error`, `fsutil`, `net`, `secret`, `shutdown` |
+//! | [`error`], [`shutdown`], [`telemetry`], [`systemd`] | start-up errors and exit codes; signals; logging with fixed caps (journald priorities); notify protocol and socket activation | `config` (error only), `net` (systemd) |
+//! | [`peer`] | who owns the other end of a loopback connection (sock_diag), and the uid access policy | `fsutil` |
 //! | `testing` | fixtures for unit, socket and fuzz tests (hidden) | `server`, `store`, `creds`, `clock`, `secret` |
 //!
 //! Two rules hold throughout: the server never imports upstream code (the
@@ -64,6 +65,7 @@ pub mod creds;
 pub mod error;
 pub mod fsutil;
 pub mod net;
+pub mod peer;
 pub mod refresher;
 pub mod secret;
 pub mod server;

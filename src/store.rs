@@ -127,6 +127,8 @@ pub struct ProfileInfo {
     pub flow: &'static str,
     /// Refresh-token file shown in status (a path, not a secret).
     pub refresh_token_file: Option<String>,
+    /// This profile's own `allowed_uids` (narrowing the listener's).
+    pub access: Option<crate::peer::Access>,
 }
 
 /// A profile as the server sees it.

@@ -64,6 +64,7 @@ pub fn server_state(
                 login_kind: "oidc",
                 flow: "sts",
                 refresh_token_file: Some("/state/default/refresh-token".into()),
+                access: None,
             }),
             reader,
         },
@@ -77,6 +78,9 @@ pub fn server_state(
             imds_v1,
             ecs: true,
             hosts: ServerState::host_allow_list(addr, extra_hosts),
+            // Router tests have no real connection to look up; uid checks
+            // are tested with `Caller` set explicitly.
+            access: crate::peer::Access::Any,
         },
     ));
     (state, store)

@@ -217,6 +217,7 @@ impl<F: SourceFactory> App<F> {
                 "the listener handed in is bound to {addr}, not a loopback address"
             )));
         }
+        check_peer_lookup(&config, addr).await?;
         let mut imds_listeners = BTreeMap::new();
         for p in config.profiles.values() {
             if let Some(a) = p.imds_listen {
@@ -334,6 +335,7 @@ fn main_view(config: &Config, addr: SocketAddr) -> ListenerView {
         imds_v1: config.server.imds_v1,
         ecs: true,
         hosts: ServerState::host_allow_list(addr, &config.server.allowed_hosts),
+        access: config.server.allowed_uids.clone(),
     }
 }
 
@@ -341,7 +343,27 @@ fn listener_defaults(config: &Config) -> ListenerDefaults {
     ListenerDefaults {
         imds_v1: config.server.imds_v1,
         allowed_hosts: config.server.allowed_hosts.clone(),
+        access: config.server.allowed_uids.clone(),
     }
+}
+
+/// Access by uid needs to know who connects: prove it works here (a
+/// sandbox without netlink must fail loudly, never serve everyone).
+async fn check_peer_lookup(config: &Config, addr: SocketAddr) -> Result<(), StartupError> {
+    let restricted = config.server.allowed_uids.restricted()
+        || config
+            .profiles
+            .values()
+            .any(|p| p.allowed_uids.as_ref().is_some_and(|a| a.restricted()));
+    if !restricted {
+        return Ok(());
+    }
+    crate::peer::self_test(addr).await.map_err(|e| {
+        StartupError::Usage(format!(
+            "server.allowed_uids: cannot tell which local user connects ({e}); \
+             set server.allowed_uids = [\"any\"] to serve every local user"
+        ))
+    })
 }
 
 fn spawn_server(

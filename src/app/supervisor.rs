@@ -51,6 +51,8 @@ pub struct ListenerDefaults {
     pub imds_v1: bool,
     /// `server.allowed_hosts`.
     pub allowed_hosts: Vec<String>,
+    /// `server.allowed_uids`.
+    pub access: crate::peer::Access,
 }
 
 /// Every profile's tasks.
@@ -77,6 +79,7 @@ pub fn profile_info(profile: &ProfileConfig) -> ProfileInfo {
             .login
             .refresh_token_file()
             .map(|p| p.display().to_string()),
+        access: profile.allowed_uids.clone(),
     }
 }
 
@@ -307,6 +310,7 @@ impl<F: SourceFactory> Supervisor<F> {
             imds_v1: self.defaults.imds_v1,
             ecs: false,
             hosts: ServerState::host_allow_list(addr, &self.defaults.allowed_hosts),
+            access: self.defaults.access.clone(),
         }
     }
 

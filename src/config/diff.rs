@@ -70,6 +70,7 @@ fn server_changes(o: &ServerConfig, n: &ServerConfig, d: &mut ConfigDiff) {
             "server.strict_permissions",
             o.strict_permissions != n.strict_permissions,
         ),
+        ("server.allowed_uids", o.allowed_uids != n.allowed_uids),
     ];
     d.server_live = live.iter().filter(|(_, c)| *c).map(|(k, _)| *k).collect();
     let restart = [
@@ -92,6 +93,8 @@ fn profile_change(o: &ProfileConfig, n: &ProfileConfig) -> ProfileChange {
     let same_identity = o.region == n.region
         && o.endpoint_url == n.endpoint_url
         && o.state_dir == n.state_dir
+        // Who may read them: applied at once, like an identity change.
+        && o.allowed_uids == n.allowed_uids
         && o.login == n.login
         && o.aws.identity() == n.aws.identity()
         && o.aws.role().map(|r| &r.account_id) == n.aws.role().map(|r| &r.account_id);

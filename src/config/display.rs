@@ -28,6 +28,7 @@ impl fmt::Display for Config {
         let hosts: Vec<String> = self.server.allowed_hosts.iter().map(|h| q(h)).collect();
         writeln!(f, "allowed_hosts = [{}]", hosts.join(", "))?;
         writeln!(f, "strict_permissions = {}", self.server.strict_permissions)?;
+        writeln!(f, "allowed_uids = {}", access(&self.server.allowed_uids))?;
         for (name, pr) in &self.profiles {
             writeln!(f, "\n[profiles.{name}]")?;
             writeln!(f, "region = {}", q(&pr.region))?;
@@ -37,6 +38,9 @@ impl fmt::Display for Config {
             writeln!(f, "role_name = {}", q(&pr.role_name))?;
             if let Some(a) = pr.imds_listen {
                 writeln!(f, "imds_listen = {}", q(&a.to_string()))?;
+            }
+            if let Some(a) = &pr.allowed_uids {
+                writeln!(f, "allowed_uids = {}", access(a))?;
             }
             writeln!(
                 f,
@@ -123,4 +127,18 @@ fn write_aws(f: &mut fmt::Formatter<'_>, a: &AwsConfig) -> fmt::Result {
         writeln!(f, "# identity id cache: {}", id.display())?;
     }
     Ok(())
+}
+
+/// `["any"]` or `["1000", "0"]` (uids as strings: the list form reloads).
+fn access(a: &Access) -> String {
+    match a {
+        Access::Any => "[\"any\"]".into(),
+        Access::Uids(u) => format!(
+            "[{}]",
+            u.iter()
+                .map(|u| format!("\"{u}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
 }

@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use url::Url;
 
+pub use crate::peer::Access;
 pub use diff::{ConfigDiff, ProfileChange};
 pub use raw::{RawAws, RawConfig, RawDuration, RawLogin, RawProfile, RawServer, StringList};
 pub use validate::{AWS_ENDPOINT_VARS, token_file_key};
@@ -87,6 +88,9 @@ pub struct ServerConfig {
     pub allowed_hosts: Vec<String>,
     /// Refuse (rather than warn about) secret files that group or others can read.
     pub strict_permissions: bool,
+    /// Which local users may read credentials (the caller's uid comes from
+    /// the kernel, see [`crate::peer`]). Default: the daemon's own user.
+    pub allowed_uids: Access,
 }
 
 /// A validated profile.
@@ -102,6 +106,8 @@ pub struct ProfileConfig {
     pub role_name: String,
     /// A loopback address serving this profile's IMDS on its own port.
     pub imds_listen: Option<SocketAddr>,
+    /// Narrows `server.allowed_uids` for this profile.
+    pub allowed_uids: Option<Access>,
     /// How long before expiry to refresh (capped at half the lifetime).
     pub refresh_before: Duration,
     /// Per-profile state directory (refresh token, identity id).

@@ -31,6 +31,7 @@ pub struct RawServer {
     pub imds_profile: Option<String>,
     pub allowed_hosts: Option<StringList>,
     pub strict_permissions: Option<bool>,
+    pub allowed_uids: Option<StringList>,
 }
 
 /// `[profiles.<name>]` as written.
@@ -42,6 +43,7 @@ pub struct RawProfile {
     pub endpoint_url: Option<String>,
     pub role_name: Option<String>,
     pub imds_listen: Option<String>,
+    pub allowed_uids: Option<StringList>,
     pub refresh_before: Option<RawDuration>,
     pub state_dir: Option<PathBuf>,
     pub login: Option<RawLogin>,

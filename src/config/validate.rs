@@ -140,6 +140,11 @@ pub(super) fn validate(raw: RawConfig, path: &Path, env: &Env) -> Result<Config,
         }
     }
 
+    let allowed_uids = match &rs.allowed_uids {
+        Some(l) => access(&v, "server.allowed_uids", &l.0)?,
+        None => Access::Uids(vec![crate::fsutil::current_uid()]),
+    };
+
     let raw_profiles = raw.profiles.unwrap_or_default();
     if raw_profiles.is_empty() {
         return Err(v.err(
@@ -150,6 +155,16 @@ pub(super) fn validate(raw: RawConfig, path: &Path, env: &Env) -> Result<Config,
     let mut profiles = BTreeMap::new();
     for (name, p) in raw_profiles {
         let prof = validate_profile(&v, &name, p)?;
+        if let (Access::Uids(server), Some(Access::Uids(own))) = (&allowed_uids, &prof.allowed_uids)
+            && let Some(u) = own.iter().find(|u| !server.contains(u))
+        {
+            return Err(v.err(
+                format!("profiles.{name}.allowed_uids"),
+                format!(
+                    "uid {u} is not in server.allowed_uids; a profile's list can only narrow it"
+                ),
+            ));
+        }
         profiles.insert(name, prof);
     }
 
@@ -169,9 +184,42 @@ pub(super) fn validate(raw: RawConfig, path: &Path, env: &Env) -> Result<Config,
             imds_profile,
             allowed_hosts,
             strict_permissions: rs.strict_permissions.unwrap_or(false),
+            allowed_uids,
         },
         profiles,
     })
+}
+
+/// `allowed_uids`: `"any"`, or uids, user names and `"self"`.
+fn access(v: &V<'_>, key: &str, items: &[String]) -> Result<Access, ConfigError> {
+    if items.is_empty() {
+        return Err(v.err(key, "empty; use [\"self\"] (the default) or [\"any\"]"));
+    }
+    if items.iter().any(|i| i == "any") {
+        if items.len() > 1 {
+            return Err(v.err(key, "\"any\" allows every user; list it alone"));
+        }
+        return Ok(Access::Any);
+    }
+    let mut uids = Vec::new();
+    for item in items {
+        let uid = match item.as_str() {
+            "self" => crate::fsutil::current_uid(),
+            s => match s.parse::<u32>() {
+                Ok(u) => u,
+                Err(_) => crate::peer::uid_of(s).ok_or_else(|| {
+                    v.err(
+                        key,
+                        format!("no user named {s:?} in /etc/passwd (use a numeric uid, \"self\" or \"any\")"),
+                    )
+                })?,
+            },
+        };
+        if !uids.contains(&uid) {
+            uids.push(uid);
+        }
+    }
+    Ok(Access::Uids(uids))
 }
 
 /// `server.imds_profile`: named, else `default`, else the only profile.
@@ -224,6 +272,11 @@ fn validate_profile(v: &V<'_>, name: &str, p: RawProfile) -> Result<ProfileConfi
         .as_deref()
         .map(|s| v.loopback_addr(s, &k("imds_listen")))
         .transpose()?;
+    let allowed_uids = p
+        .allowed_uids
+        .as_ref()
+        .map(|l| access(v, &k("allowed_uids"), &l.0))
+        .transpose()?;
     let refresh_before = match &p.refresh_before {
         Some(d) => v.duration(d, &k("refresh_before"))?,
         None => DEFAULT_REFRESH_BEFORE,
@@ -247,6 +300,7 @@ fn validate_profile(v: &V<'_>, name: &str, p: RawProfile) -> Result<ProfileConfi
         endpoint_url,
         role_name,
         imds_listen,
+        allowed_uids,
         refresh_before,
         login,
         aws,

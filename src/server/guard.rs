@@ -21,7 +21,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::ServerState;
+use super::{Caller, ListenerView, ServerState};
 use crate::net::is_loopback;
 
 const FORWARDING: [&str; 3] = ["x-forwarded-for", "forwarded", "x-real-ip"];
@@ -90,5 +90,74 @@ pub async fn guard(
     {
         return refuse("request target host not allowed");
     }
+    if let Some(r) = uid_refusal(&state, &view, &req) {
+        return r;
+    }
     next.run(req).await
+}
+
+/// The profile a path reads credentials of, if any.
+fn profile_of<'a>(path: &'a str, view: &'a ListenerView) -> Option<&'a str> {
+    if let Some(rest) = path.strip_prefix("/v1/credentials") {
+        let name = rest.trim_matches('/');
+        return Some(if name.is_empty() {
+            &view.imds_profile
+        } else {
+            name
+        });
+    }
+    (path.starts_with("/latest/") || path.ends_with("/api/token")).then_some(&view.imds_profile)
+}
+
+/// Refuse a caller whose uid `server.allowed_uids` (or the profile's own
+/// list) does not name — or whose uid is unknown while a list applies. The
+/// health routes hold no secret and answer anyone who passed the other guards.
+fn uid_refusal(state: &ServerState, view: &ListenerView, req: &Request) -> Option<Response> {
+    let path = req.uri().path();
+    if path == "/healthz" || path == "/readyz" {
+        return None;
+    }
+    let caller = req.extensions().get::<Caller>().and_then(|c| c.0);
+    let profile = profile_of(path, view);
+    let own = profile
+        .and_then(|p| state.shared.registry.get(p))
+        .and_then(|e| e.info.access.clone());
+    let checks = [
+        (Some(&view.access), "server.allowed_uids".to_owned()),
+        (
+            own.as_ref(),
+            format!("profiles.{}.allowed_uids", profile.unwrap_or("")),
+        ),
+    ];
+    for (access, key) in checks {
+        let Some(access) = access.filter(|a| a.restricted()) else {
+            continue;
+        };
+        match caller {
+            Some(c) if access.allows(c.uid) => {}
+            Some(c) => return Some(uid_refused(state, Some(c.uid), &key)),
+            None => return Some(uid_refused(state, None, &key)),
+        }
+    }
+    None
+}
+
+fn uid_refused(state: &ServerState, uid: Option<u32>, key: &str) -> Response {
+    let who = uid.map_or_else(|| "an unknown user".to_owned(), |u| format!("uid {u}"));
+    let now = std::time::Instant::now();
+    let mut seen = state.refusals.lock().unwrap_or_else(|p| p.into_inner());
+    let slot = uid.unwrap_or(u32::MAX);
+    if seen
+        .get(&slot)
+        .is_none_or(|t| now.duration_since(*t) > std::time::Duration::from_secs(60))
+    {
+        seen.insert(slot, now);
+        tracing::warn!(caller = %who, key, "refused a local caller (logged once a minute per uid)");
+    }
+    (
+        StatusCode::FORBIDDEN,
+        [(header::CONTENT_TYPE, "text/plain")],
+        format!("forbidden: {who} may not read these credentials (allowed by {key})\n"),
+    )
+        .into_response()
 }

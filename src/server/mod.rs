@@ -101,7 +101,14 @@ pub struct ListenerView {
     pub ecs: bool,
     /// Accepted `Host` values, lower-case.
     pub hosts: Vec<String>,
+    /// Which local users may read credentials here (`server.allowed_uids`).
+    pub access: crate::peer::Access,
 }
+
+/// The connection's client, as the kernel tells it (`None`: unknown), put
+/// into every request's extensions by [`serve`].
+#[derive(Debug, Clone, Copy)]
+pub struct Caller(pub Option<crate::peer::PeerCred>);
 
 /// What every handler of one listener can read.
 #[derive(Debug)]
@@ -113,6 +120,9 @@ pub struct ServerState {
     view: RwLock<Arc<ListenerView>>,
     /// This listener's IMDSv2 session tokens (writers: the token route).
     pub tokens: tokens::TokenTable,
+    /// When each refused uid was last logged (writer: the guard), so a
+    /// client retrying in a loop logs once a minute, not per request.
+    pub refusals: std::sync::Mutex<std::collections::HashMap<u32, std::time::Instant>>,
 }
 
 impl ServerState {
@@ -122,6 +132,7 @@ impl ServerState {
             shared,
             view: RwLock::new(Arc::new(view)),
             tokens: Default::default(),
+            refusals: Default::default(),
         }
     }
 
@@ -307,6 +318,7 @@ pub async fn serve(
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(limits.max_header_bytes.max(8192));
     tokio::pin!(shutdown);
+    let local = listener.local_addr().ok();
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -325,12 +337,25 @@ pub async fn serve(
             drop(stream);
             continue;
         };
+        // Who connects: looked up at the connection's first request, in its
+        // own task (a kernel round trip of tens of microseconds), then kept
+        // for every later request on it; never in the accept loop.
+        let caller: Arc<std::sync::OnceLock<Caller>> = Arc::default();
         let svc = router
             .clone()
             .map_request(move |req: Request<hyper::body::Incoming>| {
                 let mut req = req.map(axum::body::Body::new);
                 req.extensions_mut()
                     .insert(axum::extract::ConnectInfo(peer));
+                let who = *caller.get_or_init(|| {
+                    Caller(match local {
+                        Some(l) if crate::net::is_loopback(peer.ip()) => {
+                            crate::peer::lookup(l, peer).ok().flatten()
+                        }
+                        _ => None,
+                    })
+                });
+                req.extensions_mut().insert(who);
                 req
             });
         let conn = http.serve_connection(

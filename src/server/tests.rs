@@ -548,3 +548,65 @@ async fn undeclared_oversize_bodies_are_refused_on_token_put() {
         .unwrap();
     assert_eq!(send(&f.app, r).await.0, StatusCode::OK);
 }
+
+/// `server.allowed_uids` and a profile's own list, with the caller's uid as
+/// `serve` would put it on the request.
+#[tokio::test]
+async fn callers_are_served_or_refused_by_uid() {
+    use crate::peer::{Access, PeerCred};
+    let f = fixture();
+    let mut view = (*f.state.view()).clone();
+    view.access = Access::Uids(vec![1000]);
+    f.state.set_view(view);
+    let as_uid = |uid: Option<u32>, path: &str| {
+        let mut r = req(Method::GET, path)
+            .header("authorization", ECS)
+            .body(Body::empty())
+            .unwrap();
+        r.extensions_mut()
+            .insert(Caller(uid.map(|uid| PeerCred { uid, inode: 1 })));
+        r
+    };
+    let (code, _, body) = send(&f.app, as_uid(Some(1000), "/v1/credentials/default")).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    for path in [
+        "/v1/credentials/default",
+        "/v1/credentials",
+        "/v1/status",
+        "/latest/meta-data/iam/security-credentials/",
+    ] {
+        let (code, _, body) = send(&f.app, as_uid(Some(65534), path)).await;
+        assert_eq!(code, StatusCode::FORBIDDEN, "{path}");
+        assert!(
+            body.contains("uid 65534") && body.contains("server.allowed_uids"),
+            "{body}"
+        );
+        assert!(!body.contains(testing::SECRET_KEY) && !body.contains(testing::ACCESS_KEY));
+    }
+    // Unknown caller (lookup failed) while a list applies: refused.
+    let (code, _, body) = send(&f.app, as_uid(None, "/v1/credentials/default")).await;
+    assert_eq!(code, StatusCode::FORBIDDEN);
+    assert!(body.contains("unknown user"), "{body}");
+    // Health routes answer anyone.
+    let (code, _, _) = send(&f.app, as_uid(Some(65534), "/healthz")).await;
+    assert_eq!(code, StatusCode::OK);
+    // A profile's own list narrows further.
+    let entry = f.state.shared.registry.get("default").unwrap();
+    let mut info = (*entry.info).clone();
+    info.access = Some(Access::Uids(vec![0]));
+    f.state.shared.registry.insert(
+        "default".into(),
+        crate::store::ProfileEntry {
+            info: Arc::new(info),
+            reader: entry.reader.clone(),
+        },
+    );
+    let mut view = (*f.state.view()).clone();
+    view.access = Access::Any;
+    f.state.set_view(view);
+    let (code, _, body) = send(&f.app, as_uid(Some(1000), "/v1/credentials/default")).await;
+    assert_eq!(code, StatusCode::FORBIDDEN);
+    assert!(body.contains("profiles.default.allowed_uids"), "{body}");
+    let (code, _, _) = send(&f.app, as_uid(Some(0), "/v1/credentials/default")).await;
+    assert_eq!(code, StatusCode::OK);
+}
