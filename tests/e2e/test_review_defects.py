@@ -216,7 +216,7 @@ def test_one_refresh_token_file_is_one_login(tmp_path: Path):
     login = {"kind": "oidc", "issuer": "https://idp.example.com", "client_id": "c", "refresh_token_file": str(rt)}
     aws = {"flow": "sts", "role_arn": h.OIDC_ROLE_ARN}
     def check(beta_login):
-        cfg = {"server": {"listen": "127.0.0.1:0"},
+        cfg = {"server": {"listen": "127.0.0.1:0", "imds_profile": "alpha"},
                "profiles": {"alpha": {"region": h.REGION, "login": login, "aws": aws},
                             "beta": {"region": h.REGION, "login": beta_login, "aws": aws}}}
         path = tmp_path / "config.toml"
