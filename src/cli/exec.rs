@@ -31,7 +31,7 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 
 use super::client::{DaemonClient, SERVING, not_serving_hint};
 use super::{Error, TokenMode, resolve_profile};
@@ -284,16 +284,6 @@ enum Sig {
     Hup,
 }
 
-impl Sig {
-    fn name(self) -> &'static str {
-        match self {
-            Sig::Int => "INT",
-            Sig::Term => "TERM",
-            Sig::Hup => "HUP",
-        }
-    }
-}
-
 struct Signals {
     child: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
@@ -325,21 +315,23 @@ impl Signals {
     }
 }
 
-/// Send `sig` to the child. The crate forbids `unsafe` (so no `kill(2)`
-/// binding); the shell's `kill` builtin does it, and `/bin/sh` exists
-/// wherever a command is run. The child is not reaped yet (see
-/// [`run_child`]), so its pid cannot have been reused.
+/// Send `sig` to the child (`kill(2)` through rustix's safe binding). The
+/// child is not reaped yet (see [`run_child`]), so its pid cannot have been
+/// reused.
 fn forward(pid: u32, sig: Sig) {
+    use rustix::process::{Pid, Signal, kill_process};
     if sig == Sig::Int && in_terminal_foreground() {
         return;
     }
-    let _ = std::process::Command::new("/bin/sh")
-        .args(["-c", "kill -s \"$1\" \"$2\" 2>/dev/null", "sh", sig.name()])
-        .arg(pid.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
+    let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
+        return;
+    };
+    let signal = match sig {
+        Sig::Int => Signal::INT,
+        Sig::Term => Signal::TERM,
+        Sig::Hup => Signal::HUP,
+    };
+    let _ = kill_process(pid, signal);
 }
 
 /// Are we in the foreground process group of our controlling terminal
