@@ -66,7 +66,7 @@ fn fixture() -> Fixture {
         &["imds.local:80".into()],
     );
     let (pending, reader) = ProfileStore::new();
-    state.registry.insert(
+    state.shared.registry.insert(
         "pending".into(),
         ProfileEntry {
             info: Arc::new(ProfileInfo {
@@ -75,6 +75,7 @@ fn fixture() -> Fixture {
                 login_kind: "none",
                 flow: "cognito",
                 refresh_token_file: None,
+                access: None,
             }),
             reader,
         },
