@@ -176,6 +176,13 @@ pub async fn run<S: CredentialSource>(
     let token_file = settings.refresh_token_file.as_deref();
     let mut failures: u32 = 0;
     loop {
+        // The token file as this attempt found it. A login-required wait
+        // compares against this, not against the file after the failure: a
+        // user's non-atomic write (truncate, then write) can finish while the
+        // attempt reads the half-written file, and must still count as a
+        // change. (A failed attempt writes no token, except an unsaved
+        // rotation being saved: that costs one more attempt, not a storm.)
+        let before = token_file.and_then(fsutil::fingerprint);
         let result = tokio::select! {
             r = source.fetch() => r,
             () = cancel.cancelled() => return,
@@ -196,7 +203,13 @@ pub async fn run<S: CredentialSource>(
                     s.next_refresh = None;
                     s.failures = failures;
                 });
-                (None, change_of(token_file))
+                (
+                    None,
+                    Accept::Change {
+                        file: token_file,
+                        seen: before,
+                    },
+                )
             }
             Err(e) => {
                 failures += 1;
@@ -223,8 +236,10 @@ fn error_info(e: &crate::upstream::UpstreamError, at: SystemTime) -> ErrorInfo {
     }
 }
 
-/// Waits after a failure end early only on SIGHUP or a real change of the
-/// refresh-token file (see [`Accept::Change`]).
+/// Backoff waits end early only on SIGHUP or a real change of the
+/// refresh-token file since the failure (the attempt may have written it
+/// itself: a rotation saved before the exchange failed; see
+/// [`Accept::Change`]).
 fn change_of(file: Option<&Path>) -> Accept<'_> {
     Accept::Change {
         file,
@@ -350,11 +365,16 @@ mod tests {
         clock: TokioClock,
         outcomes: Mutex<VecDeque<Result<u64, UpstreamError>>>,
         calls: Mutex<u32>,
+        /// Written (once) while the next fetch runs: someone else's write.
+        write_during_fetch: Mutex<Option<PathBuf>>,
     }
 
     impl CredentialSource for Script {
         async fn fetch(&self) -> Result<AwsCredentials, UpstreamError> {
             *self.calls.lock().unwrap() += 1;
+            if let Some(p) = self.write_during_fetch.lock().unwrap().take() {
+                std::fs::write(p, "fresh-login-written-while-we-read").unwrap();
+            }
             let next = self.outcomes.lock().unwrap().pop_front();
             use crate::clock::Clock;
             match next {
@@ -409,6 +429,7 @@ mod tests {
                 clock: base,
                 outcomes: Mutex::new(outcomes.into()),
                 calls: Mutex::new(0),
+                write_during_fetch: Mutex::new(None),
             });
             let (store, reader) = ProfileStore::new();
             let (wake, rx) = mpsc::channel(4);
@@ -531,6 +552,31 @@ mod tests {
         h.wake.send(Wake::TokenFileChanged).await.unwrap();
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert_eq!(h.calls(), 2);
+        assert_eq!(h.reader.borrow().state, State::Ready);
+        h.stop().await;
+    }
+
+    /// A new token written while the failing attempt read the old (or a
+    /// half-written) file is a change, though it finished before the
+    /// failure was handled (found by the crash suite: `echo > file` races).
+    #[tokio::test(start_paused = true)]
+    async fn a_token_written_during_the_failing_attempt_is_not_missed() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = dir.path().join("rt");
+        std::fs::write(&rt, "").unwrap();
+        let clock = TokioClock::new(at(0));
+        let h = Harness::start(
+            vec![Err(invalid_grant()), Ok(3600)],
+            clock.clone(),
+            Arc::new(clock),
+            Some(rt.clone()),
+        );
+        *h.src.write_during_fetch.lock().unwrap() = Some(rt.clone());
+        // The watcher's event for that write arrives after the failure.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        h.wake.send(Wake::TokenFileChanged).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(h.calls(), 2, "the write during the attempt was missed");
         assert_eq!(h.reader.borrow().state, State::Ready);
         h.stop().await;
     }

@@ -73,6 +73,23 @@ pub struct Snapshot {
     pub failures: u32,
 }
 
+impl Snapshot {
+    /// The state as status output names it: `login_required`, `expired`
+    /// (credentials held but no longer usable with `margin` left), else the
+    /// refresher's own state.
+    pub fn shown_state(&self, now: SystemTime, margin: std::time::Duration) -> &'static str {
+        let valid = self
+            .served
+            .as_ref()
+            .is_some_and(|c| c.usable_at(now, margin));
+        match self.state {
+            State::LoginRequired => "login_required",
+            _ if self.served.is_some() && !valid => "expired",
+            other => other.as_str(),
+        }
+    }
+}
+
 impl Default for Snapshot {
     fn default() -> Self {
         Snapshot {

@@ -13,7 +13,7 @@ use futures_util::FutureExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::server::SERVE_MARGIN;
-use crate::store::{ProfileEntry, Registry, State};
+use crate::store::{ProfileEntry, Registry};
 use crate::systemd;
 
 /// Report readiness and status until `cancel`.
@@ -59,20 +59,8 @@ pub fn status_line(all: &[(String, ProfileEntry)], now: SystemTime) -> String {
     let states: Vec<String> = all
         .iter()
         .map(|(name, p)| {
-            let s = p.reader.borrow();
-            let valid = s
-                .served
-                .as_ref()
-                .is_some_and(|c| c.usable_at(now, SERVE_MARGIN));
-            let what = match s.state {
-                State::LoginRequired => "login required",
-                _ if s.served.is_some() && !valid => "expired",
-                State::Ready => "ready",
-                State::Retrying if valid => "retrying (serving)",
-                State::Retrying => "retrying",
-                State::Starting => "starting",
-            };
-            format!("{name} {what}")
+            let shown = p.reader.borrow().shown_state(now, SERVE_MARGIN);
+            format!("{name} {}", shown.replace('_', " "))
         })
         .collect();
     let n = all.len();

@@ -132,16 +132,24 @@ impl<F: SourceFactory> Supervisor<F> {
             Some(l) => Some(self.spawn_listener(&name, l)),
             None => self.bind_listener(profile).await,
         };
-        self.profiles.insert(
-            name,
-            Running {
-                config: profile.clone(),
-                cancel,
-                wake,
-                listener,
-            },
-        );
+        self.keep(profile, cancel, wake, listener);
         Ok(())
+    }
+
+    fn keep(
+        &mut self,
+        profile: &ProfileConfig,
+        cancel: CancellationToken,
+        wake: mpsc::Sender<Wake>,
+        listener: Option<ImdsListener>,
+    ) {
+        let running = Running {
+            config: profile.clone(),
+            cancel,
+            wake,
+            listener,
+        };
+        self.profiles.insert(profile.name.clone(), running);
     }
 
     /// Stop a profile: its refresher and listener end, its ECS path answers
@@ -192,15 +200,7 @@ impl<F: SourceFactory> Supervisor<F> {
             None => self.bind_listener(profile).await,
         };
         tracing::info!(profile = %name, ?change, "profile restarted with its new settings");
-        self.profiles.insert(
-            name,
-            Running {
-                config: profile.clone(),
-                cancel,
-                wake,
-                listener,
-            },
-        );
+        self.keep(profile, cancel, wake, listener);
         Ok(())
     }
 

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use super::{SERVE_MARGIN, ServerState, ecs};
 use crate::creds::rfc3339;
-use crate::store::{ProfileEntry, State as RState};
+use crate::store::ProfileEntry;
 
 /// `GET /healthz`.
 pub async fn healthz() -> Response {
@@ -47,15 +47,7 @@ pub async fn readyz(State(st): State<Arc<ServerState>>) -> Response {
 /// The status document for one profile.
 pub fn profile_status(p: &ProfileEntry, now: SystemTime) -> Value {
     let s = p.reader.borrow();
-    let valid = s
-        .served
-        .as_ref()
-        .is_some_and(|c| c.usable_at(now, SERVE_MARGIN));
-    let state = match s.state {
-        RState::LoginRequired => "login_required",
-        _ if s.served.is_some() && !valid => "expired",
-        other => other.as_str(),
-    };
+    let state = s.shown_state(now, SERVE_MARGIN);
     let ts = |t: Option<SystemTime>| t.map(rfc3339);
     json!({
         "state": state,
