@@ -255,6 +255,8 @@ impl<F: SourceFactory> App<F> {
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
         let shared = Arc::new(Shared::new(Registry::default(), token, deps.clock.clone()));
+        let (control, commands) = crate::control::Control::channel();
+        let _ = shared.control.set(control);
         let main = Arc::new(ServerState::new(shared.clone(), main_view(&config, addr)));
         let mut sup = Supervisor::new(
             shared.clone(),
@@ -287,7 +289,7 @@ impl<F: SourceFactory> App<F> {
 
         let mut reloader = reload::Reloader::new(config, deps.env, addr);
         reloader
-            .serve_until(shutdown, &mut sup, &main, &info_path)
+            .serve_until(shutdown, &mut sup, &main, &info_path, commands)
             .await;
 
         tracing::info!("shutting down");

@@ -209,9 +209,13 @@ pub fn not_serving_hint(name: &str, p: &Value) -> String {
                 .as_str()
                 .unwrap_or("its refresh-token file");
             format!(
-                "profile {name} needs a new login: write a fresh refresh token to {file} \
-                 (the daemon picks it up at once; `credbroker status` shows why)"
+                "profile {name} needs a new login: run `credbroker login --profile {name}` \
+                 (or write a fresh refresh token to {file}; the daemon picks it up at once; \
+                 `credbroker status` shows why)"
             )
+        }
+        "logged_out" => {
+            format!("profile {name} is signed out: run `credbroker login --profile {name}`")
         }
         "starting" => format!(
             "profile {name} has no credentials yet (starting{why}); retry in a few seconds, \
@@ -379,6 +383,42 @@ impl DaemonClient {
             self.addr(),
             self.token_file.display()
         ))
+    }
+
+    /// `POST /v1/profiles/<profile>/<action>` (`login`, `logout`): the
+    /// profiles the daemon applied it to.
+    pub async fn command(&self, profile: &str, action: &str) -> Result<Vec<String>, Error> {
+        let req = self
+            .request(
+                reqwest::Method::POST,
+                &format!("/v1/profiles/{profile}/{action}"),
+            )
+            .header(reqwest::header::AUTHORIZATION, self.token.expose_secret());
+        let a = self.send(req, self.addr()).await?;
+        let message = || {
+            serde_json::from_str::<Value>(&a.body)
+                .ok()
+                .and_then(|v| v["message"].as_str().map(str::to_owned))
+                .unwrap_or_default()
+        };
+        match a.status {
+            200 => Ok(serde_json::from_str::<Value>(&a.body)
+                .ok()
+                .and_then(|v| serde_json::from_value(v["profiles"].clone()).ok())
+                .unwrap_or_default()),
+            401 => Err(self.refused_token()),
+            404 => Err(Error::Usage(format!(
+                "the daemon at {} does not know profile {profile:?} (started with another \
+                 config? restart it)",
+                self.addr()
+            ))),
+            400 => Err(Error::Usage(message())),
+            code => Err(Error::Other(format!(
+                "the daemon at {} answered HTTP {code} to {action}: {}",
+                self.addr(),
+                message()
+            ))),
+        }
     }
 
     /// `GET /v1/status`.

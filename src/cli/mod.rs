@@ -22,6 +22,7 @@ mod env;
 mod error;
 mod exec;
 mod generate;
+mod login;
 mod status;
 
 use std::ffi::OsString;
@@ -121,6 +122,37 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Sign in at the profile's identity provider and hand the refresh token
+    /// to the daemon: the browser (authorization code + PKCE, loopback
+    /// redirect) where one can be opened, else the device code flow.
+    Login {
+        /// Profile [default: the only one with an OIDC login, else server.imds_profile].
+        #[arg(long)]
+        profile: Option<String>,
+        /// Device authorization grant: print a URL and a code to enter on any
+        /// device (SSH sessions, containers, headless hosts).
+        #[arg(long, conflicts_with = "browser")]
+        device: bool,
+        /// Browser sign-in (authorization code + PKCE).
+        #[arg(long)]
+        browser: bool,
+        /// Browser sign-in, printing the URL instead of opening a browser.
+        #[arg(long, conflicts_with = "device")]
+        no_browser: bool,
+        /// Give up after this long [default: 10m].
+        #[arg(long, value_parser = humantime::parse_duration)]
+        timeout: Option<std::time::Duration>,
+    },
+    /// Sign out: revoke the refresh token at the identity provider, delete it
+    /// and the cached identity, and have the daemon drop the credentials now.
+    Logout {
+        /// Profile [default: as for `login`].
+        #[arg(long, conflicts_with = "all")]
+        profile: Option<String>,
+        /// Every profile with a sign-in.
+        #[arg(long)]
+        all: bool,
+    },
     /// Print a shell completion script (generated from these definitions).
     Completions {
         /// The shell.
@@ -187,6 +219,22 @@ async fn dispatch(cli: Cli) -> Result<u8, Error> {
             let mode = TokenMode::from_flag(inline_token);
             exec::run(&load()?, &env, profile.as_deref(), mode, &command).await
         }
+        Command::Login {
+            profile,
+            device,
+            browser,
+            no_browser,
+            timeout,
+        } => {
+            let flags = login::LoginFlags {
+                device,
+                browser,
+                no_browser,
+                timeout,
+            };
+            login::login(&load()?, &env, profile.as_deref(), flags).await
+        }
+        Command::Logout { profile, all } => login::logout(&load()?, profile.as_deref(), all).await,
         Command::CredentialProcess { profile } => {
             let doc = credential_process::document(&load()?, profile.as_deref()).await?;
             out(doc.as_bytes())

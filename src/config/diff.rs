@@ -40,7 +40,9 @@ impl ConfigDiff {
         for (name, p) in &new.profiles {
             match old.profiles.get(name) {
                 None => d.added.push(name.clone()),
-                Some(o) if o != p => d.changed.push((name.clone(), profile_change(o, p))),
+                Some(o) if !same_serving(o, p) => {
+                    d.changed.push((name.clone(), profile_change(o, p)))
+                }
                 Some(_) => {}
             }
         }
@@ -57,6 +59,15 @@ impl ConfigDiff {
     /// Nothing changed at all.
     pub fn is_empty(&self) -> bool {
         *self == ConfigDiff::default()
+    }
+}
+
+/// Equal but for the sign-in settings, which only `credbroker login` reads.
+fn same_serving(o: &ProfileConfig, n: &ProfileConfig) -> bool {
+    o.name == n.name && {
+        let mut n = n.clone();
+        n.sign_in = o.sign_in.clone();
+        *o == n
     }
 }
 

@@ -67,6 +67,14 @@ impl fmt::Display for Config {
                         let s: Vec<String> = s.iter().map(|x| q(x)).collect();
                         writeln!(f, "scopes = [{}]", s.join(", "))?;
                     }
+                    writeln!(
+                        f,
+                        "prompt = {}",
+                        q(pr.sign_in.prompt.as_deref().unwrap_or(""))
+                    )?;
+                    if let Some(r) = &pr.sign_in.redirect_uri {
+                        writeln!(f, "redirect_uri = {}", q(r.as_str()))?;
+                    }
                 }
                 LoginConfig::UserPool(u) => {
                     writeln!(f, "user_pool_id = {}", q(&u.user_pool_id))?;

@@ -114,6 +114,9 @@ pub struct ProfileConfig {
     pub state_dir: PathBuf,
     /// How the IdP token is obtained.
     pub login: LoginConfig,
+    /// How `credbroker login` signs in (not used by the daemon; a change
+    /// restarts nothing).
+    pub sign_in: SignIn,
     /// How AWS credentials are obtained.
     pub aws: AwsConfig,
 }
@@ -163,6 +166,27 @@ impl LoginConfig {
             LoginConfig::Oidc(o) => Some(&o.refresh_token_file),
             LoginConfig::UserPool(u) => Some(&u.refresh_token_file),
             LoginConfig::None => None,
+        }
+    }
+}
+
+/// Interactive sign-in settings (`credbroker login`), OIDC only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignIn {
+    /// `prompt` sent in the authorization request (`login.prompt`, default
+    /// `consent`: several IdPs drop `offline_access` without it); `None`
+    /// sends none (`login.prompt = ""`).
+    pub prompt: Option<String>,
+    /// A fixed loopback redirect URI (`login.redirect_uri`) for IdPs that
+    /// need an exact registered one; else `http://127.0.0.1:<ephemeral>/callback`.
+    pub redirect_uri: Option<Url>,
+}
+
+impl Default for SignIn {
+    fn default() -> Self {
+        SignIn {
+            prompt: Some("consent".into()),
+            redirect_uri: None,
         }
     }
 }

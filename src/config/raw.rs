@@ -64,6 +64,8 @@ pub struct RawLogin {
     pub username: Option<String>,
     pub refresh_token_file: Option<PathBuf>,
     pub scopes: Option<StringList>,
+    pub prompt: Option<String>,
+    pub redirect_uri: Option<String>,
 }
 
 /// `[profiles.<name>.aws]` as written.
