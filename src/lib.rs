@@ -40,7 +40,7 @@
 //! | [`server`] | IMDS, ECS, health and status routes + security guards | `store`, `creds`, `clock`, `net`, `secret` — **never `upstream`** |
 //! | [`watcher`] | file-change notifications → wake a profile's refresher | `refresher` (its `Wake`), `fsutil` |
 //! | [`app`] | composition root, the only place that spawns long-lived tasks: `App::build`/`run`, `Deps` (source factory, listeners), the per-profile `supervisor`, `reload`, shared logins (`UpstreamSources`) | everything above, `shutdown` |
-//! | [`cli`] | `serve`, `check-config`; client commands `status`, `env`, `exec`, `credential-process`, `doctor` through one daemon client (`cli::client`); `completions`, `man` | `app`, `clock`, `config`, `error`, `fsutil`, `net`, `secret`, `shutdown` |
+//! | [`cli`] | `serve`, `check-config`; client commands `status`, `env`, `exec`, `credential-process`, `doctor`, `healthcheck` through one daemon client (`cli::client`); `completions`, `man` | `app`, `clock`, `config`, `error`, `fsutil`, `net`, `secret`, `shutdown` |
 //! | [`error`], [`shutdown`], [`telemetry`], [`systemd`] | start-up errors and exit codes; signals; logging with fixed caps (journald priorities); notify protocol and socket activation | `config` (error only), `net` (systemd) |
 //! | [`peer`] | who owns the other end of a loopback connection (sock_diag), and the uid access policy | `fsutil` |
 //! | `testing` | fixtures for unit, socket and fuzz tests (hidden) | `server`, `store`, `creds`, `clock`, `secret` |
