@@ -55,7 +55,8 @@ BASE_PACKAGES = "ca-certificates,python3"
 BASE_TAR = CACHE / "debian-bookworm-minbase.tar"
 BROKER_UID = 65532
 APP_UID = 10001
-OTHER_UID = 10002
+OTHER_UID = 10002  # the IMDS-only app of docker/compose.yaml
+STRANGER_UID = 10003
 
 CONTAINERS_CONF = """\
 [containers]
@@ -194,30 +195,47 @@ def test_image_is_non_root_shell_less_and_health_checked(podman: Podman, image: 
 
 
 def _broker_config(oidc: h.OidcProvider) -> str:
-    return textwrap.dedent(f"""\
-        # The sidecar's config (as in docker/credbroker.toml, with the test's upstream).
-        [server]
-        listen = "127.0.0.1:0"
-        ecs_token_file = "/run/credbroker-ecs/ecs-token"
-        ecs_token_group_readable = true
-        allowed_uids = ["self", {APP_UID}]
-        imds = false
+    """docker/config/config.toml, pointed at the test's IdP and moto (port 0, 60 s credentials)."""
+    text = (h.REPO / "docker" / "config" / "config.toml").read_text()
+    for old, new in {
+        'listen = "127.0.0.1:9911"': 'listen = "127.0.0.1:0"',
+        'region = "eu-west-1"': f'region = "{h.REGION}"',
+        'issuer = "https://idp.example.com"': f'issuer = "{oidc.issuer}"',
+        'client_id = "credbroker"': 'client_id = "daemon"',
+        'role_arn = "arn:aws:iam::123456789012:role/Developer"':
+            f'role_arn = "{h.OIDC_ROLE_ARN}"\nsession_name = "{h.SESSION_NAME}"\nduration = "60s"',
+    }.items():
+        assert old in text, f"docker/config/config.toml no longer has {old!r}"
+        text = text.replace(old, new)
+    return text
 
-        [profiles.default]
-        region = "{h.REGION}"
 
-        [profiles.default.login]
-        kind = "oidc"
-        issuer = "{oidc.issuer}"
-        client_id = "daemon"
-        refresh_token_file = "/var/lib/credbroker/default/refresh-token"
+def test_compose_file_is_the_topology_the_sidecar_test_runs():
+    """docker/compose.yaml and docker/config/config.toml say what the podman test does."""
+    import yaml  # PyYAML, a dependency of kubernetes-validate
 
-        [profiles.default.aws]
-        flow = "sts"
-        role_arn = "{h.OIDC_ROLE_ARN}"
-        session_name = "{h.SESSION_NAME}"
-        duration = "60s"
-        """)
+    compose = yaml.safe_load((h.REPO / "docker" / "compose.yaml").read_text())
+    broker, app, imds = (compose["services"][n] for n in ("credbroker", "app", "imds-app"))
+    assert broker["user"] == f"{BROKER_UID}:{BROKER_UID}" and broker["read_only"] is True
+    assert broker["cap_drop"] == ["ALL"] and app["cap_drop"] == ["ALL"]
+    assert "run:/run/credbroker" in broker["volumes"] and "run:/run/credbroker:ro" in app["volumes"]
+    assert compose["volumes"]["run"]["driver_opts"] == {
+        "type": "tmpfs", "device": "tmpfs", "o": f"uid={BROKER_UID},gid={BROKER_UID},mode=0750"}
+    assert broker["healthcheck"]["test"] == ["CMD", "/usr/local/bin/credbroker", "healthcheck", "--ready"]
+    for svc, uid in ((app, APP_UID), (imds, OTHER_UID)):
+        assert svc["network_mode"] == "service:credbroker"
+        assert svc["user"] == f"{uid}:{uid}"
+    assert app["group_add"] == [str(BROKER_UID)]
+    assert app["environment"]["AWS_CONTAINER_CREDENTIALS_FULL_URI"] == \
+        "http://127.0.0.1:9911/v1/credentials/default"
+    assert app["environment"]["AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"] == "/run/credbroker/ecs-token"
+    assert imds["environment"]["AWS_EC2_METADATA_SERVICE_ENDPOINT"] == "http://127.0.0.1:9911/"
+    # The shipped config loads, and allows exactly the broker and the two apps.
+    conf = h.REPO / "docker" / "config" / "config.toml"
+    proc = h.run_credbroker(["check-config", "-c", str(conf)])
+    assert proc.returncode == 0, proc.stderr
+    assert "ecs_token_group_readable = true" in proc.stdout, proc.stdout
+    assert f"allowed_uids = [" in proc.stdout and f"{APP_UID}" in proc.stdout and f"{OTHER_UID}" in proc.stdout
 
 
 APP_PROBE = """
@@ -253,15 +271,15 @@ def test_sidecar_serves_a_real_sdk_across_a_rotation(podman: Podman, image: str,
     os.chmod(state, 0o700)
     started: list[str] = []
     try:
-        # The ECS token volume: tmpfs, owned by the broker, 0750 (the app reads it through the group).
+        # The runtime volume (compose's "run"): tmpfs, owned by the broker, 0750;
+        # the ECS token in it is read by the app through the group.
         podman.run("volume", "create", "--opt", "type=tmpfs", "--opt", "device=tmpfs",
                    "--opt", f"o=uid={BROKER_UID},gid={BROKER_UID},mode=0750", ecs_vol)
         podman.timed("broker start", lambda: podman.run(
             "run", "-d", "--name", broker, "--network", "host", "--read-only", "--cap-drop", "all",
             "--security-opt", "no-new-privileges", "--health-interval", "disable",
-            "--tmpfs", "/run/credbroker:rw,mode=0700,U",  # U: owned by the container user
             "-v", f"{conf_dir}:/etc/credbroker:ro", "-v", f"{state}:/var/lib/credbroker",
-            "-v", f"{ecs_vol}:/run/credbroker-ecs",
+            "-v", f"{ecs_vol}:/run/credbroker",
             "-e", f"AWS_ENDPOINT_URL={moto.url}", "-e", "RUST_LOG=info", image))
         started.append(broker)
 
@@ -296,9 +314,9 @@ def test_sidecar_serves_a_real_sdk_across_a_rotation(podman: Podman, image: str,
         podman.timed("app start", lambda: podman.run(
             "run", "-d", "--name", app, "--network", f"container:{broker}", "--read-only", "--cap-drop", "all",
             "--security-opt", "no-new-privileges", "--user", f"{APP_UID}:{APP_UID}", "--group-add", str(BROKER_UID),
-            "-v", f"{ecs_vol}:/run/credbroker-ecs:ro",
+            "-v", f"{ecs_vol}:/run/credbroker:ro",
             "-e", f"AWS_CONTAINER_CREDENTIALS_FULL_URI={url}",
-            "-e", "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE=/run/credbroker-ecs/ecs-token",
+            "-e", "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE=/run/credbroker/ecs-token",
             "-e", "AWS_EC2_METADATA_DISABLED=true", "-e", f"AWS_REGION={h.REGION}",
             "-e", f"AWS_DEFAULT_REGION={h.REGION}",
             "-e", f"AWS_ENDPOINT_URL_STS={moto.url}", "-e", "HOME=/tmp", "--tmpfs", "/tmp",
@@ -308,9 +326,9 @@ def test_sidecar_serves_a_real_sdk_across_a_rotation(podman: Podman, image: str,
 
         # The token file is readable by the app's uid (and only through the group).
         perms = podman.run("exec", app, "python3", "-c",
-                           "import os; s = os.stat('/run/credbroker-ecs/ecs-token'); "
+                           "import os; s = os.stat('/run/credbroker/ecs-token'); "
                            "print(oct(s.st_mode & 0o777), s.st_uid, s.st_gid, os.getuid(), "
-                           "len(open('/run/credbroker-ecs/ecs-token').read()))").stdout.split()
+                           "len(open('/run/credbroker/ecs-token').read()))").stdout.split()
         assert perms == ["0o640", str(BROKER_UID), str(BROKER_UID), str(APP_UID), "43"], perms
 
         first = _app_identity(podman, app)
@@ -327,18 +345,27 @@ def test_sidecar_serves_a_real_sdk_across_a_rotation(podman: Podman, image: str,
         assert second["arn"].endswith(role_session), second
         assert second["method"] == "container-role", second
 
-        # Another uid in the same namespace, with the token, is refused by the kernel-checked uid rule.
-        proc = podman.run("exec", "--user", f"{OTHER_UID}:{BROKER_UID}", app, "python3", "-c",
+        # The IMDS-only example: uid 10002, AWS_EC2_METADATA_SERVICE_ENDPOINT, no token.
+        proc = podman.run("exec", "--user", f"{OTHER_UID}:{OTHER_UID}", app, "env",
+                          "-u", "AWS_CONTAINER_CREDENTIALS_FULL_URI", "-u", "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+                          "-u", "AWS_EC2_METADATA_DISABLED", f"AWS_EC2_METADATA_SERVICE_ENDPOINT=http://{addr}/",
+                          "python3", "-c", APP_PROBE, check=False, timeout=120)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        via_imds = h.last_json_line(proc.stdout)
+        assert via_imds["method"] == "iam-role" and via_imds["arn"].endswith(role_session), via_imds
+
+        # A uid not in allowed_uids, in the same namespace and with the token, is refused by the kernel-checked uid rule.
+        proc = podman.run("exec", "--user", f"{STRANGER_UID}:{BROKER_UID}", app, "python3", "-c",
                           "import urllib.request as u, os; r = u.Request(os.environ['AWS_CONTAINER_CREDENTIALS_FULL_URI'],"
-                          " headers={'Authorization': open('/run/credbroker-ecs/ecs-token').read()})\n"
+                          " headers={'Authorization': open('/run/credbroker/ecs-token').read()})\n"
                           "try:\n u.urlopen(r)\nexcept Exception as e:\n print(e.code, e.read().decode())",
                           check=False)
-        assert proc.stdout.startswith("403 ") and f"uid {OTHER_UID}" in proc.stdout, proc.stdout + proc.stderr
+        assert proc.stdout.startswith("403 ") and f"uid {STRANGER_UID}" in proc.stdout, proc.stdout + proc.stderr
 
         logs = podman.run("logs", broker).stderr + podman.run("logs", broker).stdout
         scan = h.SecretScan()
         scan.add("ECS token", podman.run("exec", app, "python3", "-c",
-                                         "print(open('/run/credbroker-ecs/ecs-token').read())").stdout.strip())
+                                         "print(open('/run/credbroker/ecs-token').read())").stdout.strip())
         scan.add("refresh token", (state / "default" / "refresh-token").read_text())
         assert scan.leaks({"broker log": logs}) == []
     finally:
