@@ -270,6 +270,11 @@ def test_sidecar_serves_a_real_sdk_across_a_rotation(podman: Podman, image: str,
         os.chown(d, BROKER_UID, BROKER_UID)
     os.chmod(state, 0o700)
     started: list[str] = []
+    transcript: list[str] = []
+
+    def say(cmd: str, out: str) -> None:
+        transcript.append(f"$ {cmd}\n{out.strip()}")
+
     try:
         # The runtime volume (compose's "run"): tmpfs, owned by the broker, 0750;
         # the ECS token in it is read by the app through the group.
@@ -302,9 +307,11 @@ def test_sidecar_serves_a_real_sdk_across_a_rotation(podman: Podman, image: str,
             return podman.run("healthcheck", "run", broker, check=False).returncode == 0
 
         h.wait_for(healthy, 30, "podman healthcheck run == 0", interval=0.5)
+        say("podman healthcheck run broker; echo $?", "0")
         h.wait_for(lambda: podman.run("exec", broker, "/usr/local/bin/credbroker", "healthcheck", "--ready",
                                       check=False).returncode == 0, 30, "healthcheck --ready")
         ready = podman.run("exec", broker, "/usr/local/bin/credbroker", "healthcheck", "--ready")
+        say("podman exec broker credbroker healthcheck --ready", ready.stdout)
         assert ready.stdout.startswith("ready: credbroker at 127.0.0.1:"), ready.stdout
 
         # The app: python3 from the same Debian base with the suite's boto3,
@@ -332,6 +339,7 @@ def test_sidecar_serves_a_real_sdk_across_a_rotation(podman: Podman, image: str,
         assert perms == ["0o640", str(BROKER_UID), str(BROKER_UID), str(APP_UID), "43"], perms
 
         first = _app_identity(podman, app)
+        say("podman exec app python3 probe.py  # boto3: sts get-caller-identity", json.dumps(first))
         role_session = f"assumed-role/{h.OIDC_ROLE_ARN.rsplit('/', 1)[1]}/{h.SESSION_NAME}"
         assert first["arn"].endswith(role_session), first
         assert first["method"] == "container-role", first
@@ -342,6 +350,7 @@ def test_sidecar_serves_a_real_sdk_across_a_rotation(podman: Podman, image: str,
             return now if now["key"] != first["key"] else None
 
         second = podman.timed("rotation", lambda: h.wait_for(rotated, 90, "a new access key in the app", interval=3))
+        say("# ~30 s later, after one rotation", json.dumps(second))
         assert second["arn"].endswith(role_session), second
         assert second["method"] == "container-role", second
 
@@ -352,6 +361,7 @@ def test_sidecar_serves_a_real_sdk_across_a_rotation(podman: Podman, image: str,
                           "python3", "-c", APP_PROBE, check=False, timeout=120)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         via_imds = h.last_json_line(proc.stdout)
+        say("podman exec --user 10002 app env ... AWS_EC2_METADATA_SERVICE_ENDPOINT=... python3 probe.py", json.dumps(via_imds))
         assert via_imds["method"] == "iam-role" and via_imds["arn"].endswith(role_session), via_imds
 
         # A uid not in allowed_uids, in the same namespace and with the token, is refused by the kernel-checked uid rule.
@@ -361,6 +371,7 @@ def test_sidecar_serves_a_real_sdk_across_a_rotation(podman: Podman, image: str,
                           "try:\n u.urlopen(r)\nexcept Exception as e:\n print(e.code, e.read().decode())",
                           check=False)
         assert proc.stdout.startswith("403 ") and f"uid {STRANGER_UID}" in proc.stdout, proc.stdout + proc.stderr
+        say("podman exec --user 10003 app python3 fetch.py  # uid not in allowed_uids", proc.stdout.strip())
 
         logs = podman.run("logs", broker).stderr + podman.run("logs", broker).stdout
         scan = h.SecretScan()
@@ -368,6 +379,7 @@ def test_sidecar_serves_a_real_sdk_across_a_rotation(podman: Podman, image: str,
                                          "print(open('/run/credbroker/ecs-token').read())").stdout.strip())
         scan.add("refresh token", (state / "default" / "refresh-token").read_text())
         assert scan.leaks({"broker log": logs}) == []
+        print("\n--- transcript ---\n" + "\n".join(transcript))
     finally:
         for name in reversed(started):
             podman.run("rm", "-f", "-t", "5", name, check=False)
