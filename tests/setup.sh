@@ -171,9 +171,11 @@ npm_ci "$repo/tests/clients/js" @aws-sdk/credential-providers
 
 # --- SDK compatibility matrix: Go v2 and Ruby from Debian ----------------------
 # No Go module proxy or rubygems is needed: Debian packages the SDKs.
-# Also: systemd (systemd-analyze, for the unit-file tests) and util-linux
-# (runuser, unshare: clients as other users, network namespaces).
-compat_debs=(golang-go golang-github-aws-aws-sdk-go-v2-dev ruby ruby-aws-sdk-core systemd util-linux)
+# Also: systemd (systemd-analyze, for the unit-file tests), util-linux
+# (runuser, unshare: clients as other users, network namespaces), and podman
+# with runc (crun fails on some cgroup layouts) plus debootstrap for the
+# container test, which builds its Debian base offline (tests/e2e/test_container.py).
+compat_debs=(golang-go golang-github-aws-aws-sdk-go-v2-dev ruby ruby-aws-sdk-core systemd util-linux podman runc debootstrap)
 deb_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 if command -v dpkg-query >/dev/null 2>&1; then
   missing_debs=()

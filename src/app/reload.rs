@@ -122,6 +122,7 @@ fn keep_restart_only(current: &Config, mut new: Config) -> Config {
     new.server.listen = current.server.listen;
     new.server.ecs_token_file = current.server.ecs_token_file.clone();
     new.server.runtime_dir = current.server.runtime_dir.clone();
+    new.server.ecs_token_group_readable = current.server.ecs_token_group_readable;
     new
 }
 

@@ -99,22 +99,23 @@ pub fn daemon_addr(cfg: &Config) -> Result<SocketAddr, Error> {
 /// file means no daemon ever ran with this config (69).
 pub fn read_ecs_token(cfg: &Config) -> Result<SecretString, Error> {
     let path = &cfg.server.ecs_token_file;
-    crate::fsutil::read_secret_file(path)
-        .map(crate::secret::secret)
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::PermissionDenied => {
-                Error::Usage(format!("server.ecs_token_file: {e}"))
-            }
-            std::io::ErrorKind::NotFound => Error::Unavailable(format!(
-                "the ECS token file {} does not exist: the daemon creates it when it starts; \
+    let read = if cfg.server.ecs_token_group_readable {
+        crate::fsutil::read_group_shared_secret_file(path)
+    } else {
+        crate::fsutil::read_secret_file(path)
+    };
+    read.map(crate::secret::secret).map_err(|e| match e.kind() {
+        std::io::ErrorKind::PermissionDenied => Error::Usage(format!("server.ecs_token_file: {e}")),
+        std::io::ErrorKind::NotFound => Error::Unavailable(format!(
+            "the ECS token file {} does not exist: the daemon creates it when it starts; \
                  start it with `credbroker serve`",
-                path.display()
-            )),
-            _ => Error::Unavailable(format!(
-                "cannot read the ECS token file {}: {e} (is the daemon running?)",
-                path.display()
-            )),
-        })
+            path.display()
+        )),
+        _ => Error::Unavailable(format!(
+            "cannot read the ECS token file {}: {e} (is the daemon running?)",
+            path.display()
+        )),
+    })
 }
 
 /// An HTTP client for loopback: no proxy, no redirects, short timeouts.

@@ -1,6 +1,7 @@
 //! Command line: the daemon (`serve`), its config (`check-config`), the
 //! client commands that consume a running daemon (`status`, `env`, `exec`,
-//! `credential-process`, `doctor`) and the generated `completions` and `man`.
+//! `credential-process`, `doctor`, `healthcheck`) and the generated
+//! `completions` and `man`.
 //!
 //! Every client command finds the daemon through [`client`]: its live
 //! address comes from `daemon.json` in the runtime directory (the daemon may
@@ -12,7 +13,7 @@
 //! Exit codes ([`Error::exit_code`]): 0 success, 64 usage or config error, 69
 //! the daemon is not reachable (or the port is taken, for `serve`), 3 a
 //! profile is not serving valid credentials (`status`,
-//! `credential-process`), 1 anything else (`doctor`: some check failed);
+//! `credential-process`, `healthcheck --ready`), 1 anything else (`doctor`: some check failed);
 //! `exec` exits with its child's code (128+n when a signal killed it).
 
 pub mod client;
@@ -22,6 +23,7 @@ mod env;
 mod error;
 mod exec;
 mod generate;
+mod healthcheck;
 mod login;
 mod status;
 
@@ -153,6 +155,21 @@ pub enum Command {
         #[arg(long)]
         all: bool,
     },
+    /// Probe the running daemon's /healthz (or /readyz with --ready) and exit
+    /// 0 when it answers healthy: for container HEALTHCHECKs and Kubernetes
+    /// exec probes (no curl or shell needed). Exit 69 when nothing answers,
+    /// 3 when it is alive but not ready, 1 for any other answer.
+    Healthcheck {
+        /// Probe /readyz (every profile serves valid credentials) instead of
+        /// /healthz (the daemon serves HTTP).
+        #[arg(long)]
+        ready: bool,
+        /// The daemon's address, e.g. http://127.0.0.1:9911 [default: from
+        /// daemon.json in server.runtime_dir, else server.listen; no config
+        /// is read when this is given].
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+    },
     /// Print a shell completion script (generated from these definitions).
     Completions {
         /// The shell.
@@ -235,6 +252,18 @@ async fn dispatch(cli: Cli) -> Result<u8, Error> {
             login::login(&load()?, &env, profile.as_deref(), flags).await
         }
         Command::Logout { profile, all } => login::logout(&load()?, profile.as_deref(), all).await,
+        Command::Healthcheck { ready, url } => {
+            let target = match url {
+                Some(u) => healthcheck::target_from_url(&u)?,
+                None => healthcheck::target_from_config(&load()?)?,
+            };
+            let which = if ready {
+                healthcheck::Probe::Ready
+            } else {
+                healthcheck::Probe::Live
+            };
+            healthcheck::run(&target, which).await
+        }
         Command::CredentialProcess { profile } => {
             let doc = credential_process::document(&load()?, profile.as_deref()).await?;
             out(doc.as_bytes())

@@ -91,6 +91,10 @@ fn server_changes(o: &ServerConfig, n: &ServerConfig, d: &mut ConfigDiff) {
             o.ecs_token_file != n.ecs_token_file,
         ),
         ("server.runtime_dir", o.runtime_dir != n.runtime_dir),
+        (
+            "server.ecs_token_group_readable",
+            o.ecs_token_group_readable != n.ecs_token_group_readable,
+        ),
     ];
     d.restart_needed = restart
         .iter()

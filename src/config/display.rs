@@ -29,6 +29,11 @@ impl fmt::Display for Config {
         writeln!(f, "allowed_hosts = [{}]", hosts.join(", "))?;
         writeln!(f, "strict_permissions = {}", self.server.strict_permissions)?;
         writeln!(f, "allowed_uids = {}", access(&self.server.allowed_uids))?;
+        writeln!(
+            f,
+            "ecs_token_group_readable = {}",
+            self.server.ecs_token_group_readable
+        )?;
         for (name, pr) in &self.profiles {
             writeln!(f, "\n[profiles.{name}]")?;
             writeln!(f, "region = {}", q(&pr.region))?;

@@ -91,6 +91,9 @@ pub struct ServerConfig {
     /// Which local users may read credentials (the caller's uid comes from
     /// the kernel, see [`crate::peer`]). Default: the daemon's own user.
     pub allowed_uids: Access,
+    /// Let the ECS token file's group read it (0640, its directory 0750): a
+    /// sidecar's app container in that group reads the token the daemon made.
+    pub ecs_token_group_readable: bool,
 }
 
 /// A validated profile.

@@ -32,6 +32,7 @@ pub struct RawServer {
     pub allowed_hosts: Option<StringList>,
     pub strict_permissions: Option<bool>,
     pub allowed_uids: Option<StringList>,
+    pub ecs_token_group_readable: Option<bool>,
 }
 
 /// `[profiles.<name>]` as written.

@@ -203,6 +203,18 @@ fn profiles_share_a_refresh_token_file_only_with_one_login() {
 }
 
 #[test]
+fn ecs_token_group_readable_is_off_unless_asked_and_needs_a_restart() {
+    let c = load_str(GOOD, &env()).unwrap();
+    assert!(!c.server.ecs_token_group_readable);
+    let shared = format!("[server]\necs_token_group_readable = true\n{GOOD}");
+    let n = load_str(&shared, &env()).unwrap();
+    assert!(n.server.ecs_token_group_readable);
+    assert!(n.to_string().contains("ecs_token_group_readable = true"));
+    let d = ConfigDiff::between(&c, &n);
+    assert_eq!(d.restart_needed, vec!["server.ecs_token_group_readable"]);
+}
+
+#[test]
 fn runtime_dir_falls_back_to_per_user_directories() {
     let mut e = env();
     e.remove("XDG_RUNTIME_DIR");

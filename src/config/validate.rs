@@ -185,6 +185,7 @@ pub(super) fn validate(raw: RawConfig, path: &Path, env: &Env) -> Result<Config,
             allowed_hosts,
             strict_permissions: rs.strict_permissions.unwrap_or(false),
             allowed_uids,
+            ecs_token_group_readable: rs.ecs_token_group_readable.unwrap_or(false),
         },
         profiles,
     })
