@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import re
 import signal
 import socket
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import harness as h
@@ -182,3 +185,37 @@ def test_no_error_and_no_expired_answer_across_refresh_rotation_reload_and_view_
     assert any(c.relists for c in clients if c.kind != "ecs"), \
         f"no IMDS client saw its cached role name go away: the rename did not happen?\n{report}"
     daemon.stop()
+
+
+def _locked_version(name: str) -> str:
+    m = re.search(rf'name = "{re.escape(name)}"\nversion = "([^"]+)"', (h.REPO / "Cargo.lock").read_text())
+    assert m, f"{name} is not in Cargo.lock"
+    return m.group(1)
+
+
+def test_rust_sdk_2026_refresh_rules_are_not_in_the_locked_release():
+    """N/A, re-checked on every run: a Rust client "with the new rules" cannot be run,
+    because the locked (and newest available) aws-config / aws-smithy-runtime do not
+    contain them — no ``static_stability`` module (smithy-rs PR #4796), and the
+    identity cache still refreshes 10 s before expiry (``DEFAULT_BUFFER_TIME``), which
+    ``BehaviorVersion::latest()`` (v2026_01_12: retries and connect timeout only) does
+    not change. The Rust rows of the long-running matrix (tests/e2e/test_compat.py,
+    ``rust-imds`` / ``rust-ecs``: BehaviorVersion::latest(), ≥ 3 rotations, keys
+    consecutive, 0 failures) are the nearest run. When a release gains the rules this
+    test fails: then run the loop with the BehaviorVersion that enables them."""
+    home = Path(os.environ.get("CARGO_HOME") or Path.home() / ".cargo")
+    found = {}
+    for crate in ("aws-config", "aws-runtime", "aws-smithy-runtime", "aws-smithy-runtime-api"):
+        version = _locked_version(crate)
+        dirs = sorted(home.glob(f"registry/src/*/{crate}-{version}"))
+        assert dirs, f"the source of {crate} {version} is not under {home}/registry/src (cargo fetch --locked)"
+        found[crate] = dirs[0]
+        hits = [p for p in dirs[0].rglob("*.rs") if "static_stability" in p.name
+                or "static_stability" in p.read_text("utf-8", "replace")]
+        assert not hits, f"{crate} {version} now has the 2026 refresh rules ({hits[:3]}): run a Rust loop with them"
+    lazy = (found["aws-smithy-runtime"] / "src/client/identity/cache/lazy.rs").read_text()
+    assert "DEFAULT_BUFFER_TIME: Duration = Duration::from_secs(10)" in lazy, "the identity cache buffer changed"
+    bv = (found["aws-smithy-runtime-api"] / "src/client/behavior_version.rs").read_text()
+    latest = re.search(r"The latest version is currently \[`BehaviorVersion::(\w+)`\]", bv)
+    assert latest and latest.group(1) == "v2026_01_12", (
+        f"BehaviorVersion::latest() is now {latest and latest.group(1)}: check whether it enables the 2026 rules")
