@@ -89,6 +89,10 @@ def note_version(client: str, out: Mapping[str, Any] | None) -> None:
 # Python in isolated mode (-I: no user site, no PYTHON* variables), i.e. its own
 # environment, never the repo's .venv.
 SYSTEM_PYTHON = Path("/usr/bin/python3")
+# Debian 12's `awscli` package: the AWS CLI v2 (2.9), built from source against the system
+# Python, with the v2 CLI's own vendored botocore (`awscli/botocore`, "2.0.0dev…").
+AWSCLI2 = Path("/usr/bin/aws")
+AWSCLI2_SRC = Path("/usr/lib/python3/dist-packages/awscli/botocore")
 OLD_BOTOCORE_DEBS = "python3-botocore python3-boto3"
 
 
@@ -102,6 +106,13 @@ def missing(client: str) -> str | None:
     if client in ("python", "awscli"):
         exe = h.VENV_BIN / ("python" if client == "python" else "aws")
         return None if exe.exists() else f"{exe} not found: {SETUP_HINT}"
+    if client == "awscli2":
+        if not AWSCLI2.exists():
+            return f"{AWSCLI2} not found: apt-get install awscli (Debian 12: the AWS CLI v2 2.9)"
+        proc = subprocess.run([str(AWSCLI2), "--version"], capture_output=True, text=True, timeout=60,
+                              env=h.clean_env())
+        return None if proc.stdout.startswith("aws-cli/2.") else (
+            f"{AWSCLI2} is not the AWS CLI v2 ({(proc.stdout + proc.stderr).strip()[:200]}): apt-get install awscli")
     if client == "botocore-deb":
         if not SYSTEM_PYTHON.exists():
             return f"{SYSTEM_PYTHON} not found: apt-get install python3 {OLD_BOTOCORE_DEBS}"
@@ -141,6 +152,8 @@ def argv(client: str, *args: str) -> list[str]:
         return [str(h.VENV_BIN / "python"), str(PY_PROBE), *args]
     if client == "botocore-deb":
         return [str(SYSTEM_PYTHON), "-I", str(PY_PROBE), *args]
+    if client == "awscli2":
+        return [str(AWSCLI2), *args]
     if client == "awscli":
         return [str(h.VENV_BIN / "aws"), *args]
     if client == "js":
@@ -363,6 +376,11 @@ ROWS = [
     Row("awscli", "AWS CLI v1 — `sts get-caller-identity`, `configure list`", "awscli", BOTH,
         source={IMDS: "iam-role", ECS: "container-role"}),
     Row("awscli-export", "AWS CLI v1 — `configure export-credentials`", "awscli", BOTH),
+    Row("awscli2", "AWS CLI v2 2.9 (Debian 12 `awscli`) — `sts get-caller-identity`, `configure list`", "awscli2",
+        BOTH, source={IMDS: "iam-role", ECS: "container-role"}),
+    Row("awscli2-export", "AWS CLI v2 2.9 (Debian 12) — `configure export-credentials`", "awscli2", BOTH),
+    Row("py-v4", "Python SDK v4 providers (`aws-credentials-imds`, `aws-credentials-http` 0.4, PyPI)", "py-v4",
+        BOTH),
     Row("js-imds", "JS v3 — `fromInstanceMetadata`", "js", frozenset({IMDS}), ("get", "imds"),
         {IMDS: "CREDENTIALS_IMDS"}),
     Row("js-container", "JS v3 — `fromContainerMetadata`", "js", frozenset({ECS}), ("get", "container")),
@@ -401,6 +419,8 @@ COL_BY_ID = {c.id: c for c in COLS}
 # Rows that are not cells in some columns by construction (rendered "—"), with why.
 NOT_A_CELL: dict[tuple[str, str], str] = {
     ("awscli", "ecs-file-rotated"): "one process per command: nothing to rotate between fetches",
+    ("awscli2", "ecs-file-rotated"): "one process per command: nothing to rotate between fetches",
+    ("awscli2-export", "ecs-file-rotated"): "one process per command: nothing to rotate between fetches",
     ("js-chain", "ecs-file-rotated"): "the chain memoizes; it calls `fromHttp` (row above) again only near expiry",
     ("rust-chain", "ecs-file-rotated"): "the chain delegates to `EcsCredentialsProvider` (row above), which reads "
                                         "the token file; `sdk_probe rotate` drives only that provider",
@@ -408,6 +428,14 @@ NOT_A_CELL: dict[tuple[str, str], str] = {
 for _col in ("imds-v1-on", "imds-client-v1-off", "imds-localhost", "imds-ipv6", "imds-own-port", "ecs-token-file",
              "ecs-file-rotated", "ecs-localhost", "ecs-ipv6"):
     NOT_A_CELL[("awscli-export", _col)] = "the command does not exist (see the IMDSv2 / ECS cells)"
+
+
+for _col in ("imds-v1-on", "imds-client-v1-off", "imds-localhost", "imds-ipv6", "imds-own-port", "ecs-token-file",
+             "ecs-file-rotated", "ecs-localhost", "ecs-ipv6"):
+    NOT_A_CELL[("py-v4", _col)] = "see the IMDSv2 / ECS cells: the providers cannot be installed here at all"
+for _col in ("imds-v1-on", "imds-client-v1-off", "imds-localhost", "imds-ipv6", "ecs-localhost", "ecs-ipv6"):
+    NOT_A_CELL[("awscli2-export", _col)] = ("the same credential resolution as the row above (one CLI start costs "
+                                           "seconds, so only the modes that differ per command are run)")
 
 
 def is_cell(row: Row, col: Col) -> bool:
@@ -513,6 +541,13 @@ _OLD_BOTOCORE_IPV6 = ("Debian's botocore 1.29 accepts only the FULL_URI hosts `1
                       "`127.0.0.1` (`utils.py` `ContainerMetadataFetcher._ALLOWED_HOSTS`); any loopback IP came later")
 
 
+_AWSCLI2_FILE = ("the AWS CLI 2.9's vendored botocore (`awscli/botocore`) reads `AWS_CONTAINER_AUTHORIZATION_TOKEN` "
+                 "only (`credentials.py`): use `credbroker env --inline-token`")
+_AWSCLI2_IPV6 = ("the AWS CLI 2.9 accepts only the FULL_URI hosts `169.254.170.2`, `localhost` and `127.0.0.1` "
+                 "(`awscli/botocore/utils.py` `_ALLOWED_HOSTS`)")
+_EXPORT_ARGS = ("configure", "export-credentials", "--format", "env")
+
+
 def _old_botocore_file_verify(ctx: "Context", row: Row, col: Col) -> str:
     absent = _absent_py(OLD_BOTOCORE_SRC / "credentials.py", "AUTHORIZATION_TOKEN_FILE", "botocore 1.29")
     return absent + "; " + _verify_fails(r"Received non 200 response \(401\)", "no Authorization header: the "
@@ -525,6 +560,29 @@ def _absent_py(path: Path, pattern: str, what: str) -> str:
         f"{what}: {pattern!r} now appears in {path}: the client may support this now; turn the N/A cell into a "
         "real one")
     return f"re-checked: no {pattern!r} in {path}"
+
+
+PY_V4_MIN = (3, 12)
+_PY_V4 = ("the Python SDK v4 credential providers (PyPI `aws-credentials-imds`, `aws-credentials-http`) require "
+          "Python ≥ 3.12; Debian 12 ships 3.11 and no newer Python is installed (re-checked: every `python3.N` on "
+          "PATH and the venv's)")
+
+
+def _py_v4_verify(ctx: "Context", row: Row, col: Col) -> str:
+    import glob
+
+    found = {}
+    for exe in {*glob.glob("/usr/bin/python3*"), *glob.glob("/usr/local/bin/python3*"), str(h.VENV_BIN / "python")}:
+        if not re.fullmatch(r".*/python3(\.\d+)?", exe) or not os.access(exe, os.X_OK):
+            continue
+        proc = subprocess.run([exe, "-I", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                              capture_output=True, text=True, timeout=30)
+        if proc.returncode == 0:
+            found[exe] = proc.stdout.strip()
+    new = {e: v for e, v in found.items() if tuple(map(int, v.split("."))) >= PY_V4_MIN}
+    assert not new, (f"Python ≥ 3.12 is available now ({new}): install aws-credentials-imds / aws-credentials-http "
+                     "for it and make these real cells")
+    return "re-checked: only " + ", ".join(sorted(set(found.values()))) + " installed"
 
 
 def _ruby_port_verify(ctx: "Context", row: Row, col: Col) -> str:
@@ -563,6 +621,16 @@ SPECIAL: dict[tuple[str, str], Special] = {
     ("botocore-deb", "ecs-ipv6"): Special(
         "N/A", _OLD_BOTOCORE_IPV6, _verify_fails(r"Unsupported host '::1'", "the host [::1] is refused before "
                                                                           "any request")),
+    **{(row_id, "ecs-token-file"): Special(
+        "N/A", _AWSCLI2_FILE,
+        lambda ctx, row, col: _absent_py(AWSCLI2_SRC / "credentials.py", "AUTHORIZATION_TOKEN_FILE", "AWS CLI 2.9")
+        + "; " + _verify_fails(r"Received non 200 response \(401\)", "no Authorization header: the daemon answers "
+                               "401", _EXPORT_ARGS)(ctx, row, col)) for row_id in ("awscli2", "awscli2-export")},
+    ("awscli2", "ecs-ipv6"): Special(
+        "N/A", _AWSCLI2_IPV6, _verify_fails(r"Unsupported host '::1'", "the host [::1] is refused before any request",
+                                            _EXPORT_ARGS)),
+    ("py-v4", "imds-v2"): Special("N/A", _PY_V4, _py_v4_verify),
+    ("py-v4", "ecs-token"): Special("N/A", _PY_V4, _py_v4_verify),
     ("botocore", "region"): Special(
         "N/A", "botocore never takes the client region from IMDS (it reads `placement/availability-zone/` only "
                "for `defaults_mode=auto`, protocol.md 1.7)", _verify_no_region),
@@ -637,7 +705,9 @@ def check_cell(ctx: Context, row: Row, col: Col) -> str:
     daemon_kind = col.daemon
     want = lambda: ctx.daemons.key(daemon_kind)  # noqa: E731 - read after the client ran
 
-    if row.client == "awscli":
+    if row.id == "awscli2-export":
+        return _check_awscli_export(ctx, row, col, want)
+    if row.client in ("awscli", "awscli2"):
         return _check_awscli(ctx, row, col, want)
 
     if col.family == REGION:
@@ -660,11 +730,11 @@ def check_cell(ctx: Context, row: Row, col: Col) -> str:
 
 def _check_awscli(ctx: Context, row: Row, col: Col, want: Callable[[], str]) -> str:
     env = ctx.env_for(col)
-    r = run(argv("awscli", "sts", "get-caller-identity", "--endpoint-url", ctx.moto_url, "--output", "json"), env)
+    r = run(argv(row.client, "sts", "get-caller-identity", "--endpoint-url", ctx.moto_url, "--output", "json"), env)
     assert r.rc == 0, f"aws sts get-caller-identity failed\n{r.report()}"
     arn = json.loads(r.stdout)["Arn"]
     assert arn == EXPECTED_ARN, f"aws sts get-caller-identity: {arn!r}, expected {EXPECTED_ARN!r}\n{r.report()}"
-    listing = run(argv("awscli", "configure", "list"), env)
+    listing = run(argv(row.client, "configure", "list"), env)
     assert listing.rc == 0, f"aws configure list failed\n{listing.report()}"
     m = re.search(r"^\s*access_key\s+\*+(\w{4})\s+(\S+)", listing.stdout, re.M)
     assert m, f"no access_key line in `aws configure list`\n{listing.report()}"
@@ -673,9 +743,24 @@ def _check_awscli(ctx: Context, row: Row, col: Col, want: Callable[[], str]) -> 
                                     f"one ending {key[-4:]!r}\n{listing.report()}")
     assert m.group(2) == row.source[col.family], (
         f"`aws configure list` says type {m.group(2)!r}, expected {row.source[col.family]!r}\n{listing.report()}")
-    version = run(argv("awscli", "--version"), env)
-    VERSIONS.setdefault("awscli", (version.stdout + version.stderr).strip())
+    if row.client not in VERSIONS:  # one `aws --version` per client (a CLI start costs seconds)
+        version = run(argv(row.client, "--version"), env)
+        VERSIONS[row.client] = (version.stdout + version.stderr).strip()
     return m.group(2)
+
+
+def _check_awscli_export(ctx: Context, row: Row, col: Col, want: Callable[[], str]) -> str:
+    """`aws configure export-credentials --format env` (AWS CLI v2): the exported key is
+    the daemon's, with a secret, a session token and an expiration."""
+    r = ctx.run_client(row, col, ["configure", "export-credentials", "--format", "env"])
+    assert r.rc == 0, f"aws configure export-credentials failed\n{r.report()}"
+    got = dict(re.findall(r"^export (AWS_[A-Z_]+)=(.*)$", r.stdout, re.M))
+    assert got.get("AWS_ACCESS_KEY_ID") == want(), (
+        f"exported key {got.get('AWS_ACCESS_KEY_ID')!r}, the daemon serves {want()!r}\n{r.report()}")
+    missing_vars = {"AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_CREDENTIAL_EXPIRATION"} - set(got)
+    assert not missing_vars, f"export-credentials lacks {missing_vars}\n{r.report()}"
+    ctx.daemons.secrets.add("exported secret key", got["AWS_SECRET_ACCESS_KEY"])
+    return "export-credentials"
 
 
 # How each client reports fetch 2 of the rotation cells (the daemon's 401 for the wrong token).
@@ -922,6 +1007,19 @@ PASS_WHY = {
 }
 
 
+def first_credentials_path(seen: list[Any]) -> str:
+    """How a client walked the IMDS credential paths, from broken_imds' record (which
+    answers the extended path 404): "extended first, classic on 404" or "classic only"."""
+    gets = [s for s in seen if s.method == "GET" and "/security-credentials" in s.path]
+    if not gets:
+        return "no credentials GET"
+    if "security-credentials-extended" in gets[0].path:
+        later = [s for s in gets[1:] if "security-credentials-extended" not in s.path]
+        return ("extended first, classic after its 404" if later and gets[0].status == 404
+                else f"extended first ({[(s.path, s.status) for s in gets]})")
+    return "classic only" if not any("extended" in s.path for s in gets) else "classic first, then extended"
+
+
 def neg_cases() -> list[tuple[str, NegClient]]:
     return [(v, c) for v in NEG_VARIANTS for c in NEG_CLIENTS if c.family == IMDS or v in NEG_ECS_VARIANTS]
 
@@ -1111,6 +1209,15 @@ def render_table(*, wall_seconds: float, complete: bool, command: str) -> str:
 
     lines += ["", *REFRESH_WINDOWS_MD.rstrip("\n").splitlines()]
 
+    paths = RESULTS["checks"].get("imds_paths")
+    if paths:
+        lines += ["", "## IMDS credential path on the wire", "",
+                  "Recorded from the baseline negative control (broken_imds answers the `-extended` path 404): which "
+                  "path each released client asks first. The SDKs' sources and SEP test cases ask "
+                  "`security-credentials-extended` first and fall back on a 404 (landscape.md 7.2); the daemon "
+                  "serves both.", "", "| Client | Asked |", "|---|---|"]
+        lines += [f"| `{k}` | {v} |" for k, v in sorted(paths.items())]
+
     check = RESULTS["checks"].get("secrets")
     if check:
         lines += ["", "## Secrets", "", check["detail"]]
@@ -1118,11 +1225,12 @@ def render_table(*, wall_seconds: float, complete: bool, command: str) -> str:
     lines += ["", "## Client versions", "", "| Client | Version |", "|---|---|"]
     versions = dict(VERSIONS)
     versions.setdefault("rust", _rust_versions())
-    for client in ("python", "botocore-deb", "awscli", "js", "rust", "go", "ruby"):
+    for client in ("python", "botocore-deb", "awscli", "awscli2", "js", "rust", "go", "ruby"):
         lines.append(f"| {client} | {versions.get(client, 'not run')} |")
     lines += ["", "Installed by `tests/setup.sh`: botocore/boto3/awscli from `tests/requirements.txt` (PyPI), the "
               "JS SDK from `tests/clients/js/package-lock.json` (npm), Go and Ruby from Debian "
-              f"(`{GO_DEBS}`, `{RUBY_DEBS}`), the Rust SDK from `Cargo.lock` (crates.io). The AWS CLI v1 "
+              f"(`{GO_DEBS}`, `{RUBY_DEBS}`; the old botocore `{OLD_BOTOCORE_DEBS}` and the AWS CLI v2 `awscli` 2.9, "
+              "which vendors its own v2 botocore), the Rust SDK from `Cargo.lock` (crates.io). The AWS CLI v1 "
               "vendors its own botocore (`awscli/botocore`), hence its separate version.", ""]
     return "\n".join(lines)
 
