@@ -35,9 +35,15 @@ pub use validate::{AWS_ENDPOINT_VARS, token_file_key};
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9911";
 /// Default IMDS role name served under `security-credentials/`.
 pub const DEFAULT_ROLE_NAME: &str = "credbroker";
-/// Default lead time: botocore keeps using IMDS credentials up to ~25 min past
-/// their expiry when fewer remain (protocol.md 1.6), so we rotate 30 min early.
-pub const DEFAULT_REFRESH_BEFORE: Duration = Duration::from_secs(30 * 60);
+/// Default lead time (capped at half the lifetime by the refresher). 60 min:
+/// the largest advisory window of any SDK (Rust and Java v2 start refreshing
+/// 60 min early for credentials living 90 min or more), so an SDK's first
+/// early refresh already finds new credentials; with 1 h sessions the cap
+/// makes it 30 min, beyond botocore's IMDS stretch (17–25 min, protocol.md
+/// 1.6) and every mandatory window (botocore 10 min at most). The table is in
+/// docs/compatibility.md ("Refresh windows"), checked by
+/// `refresher::tests::default_lead_clears_every_sdk_window`.
+pub const DEFAULT_REFRESH_BEFORE: Duration = Duration::from_secs(60 * 60);
 /// Default STS role session name.
 pub const DEFAULT_SESSION_NAME: &str = "credbroker";
 
