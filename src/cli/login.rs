@@ -191,9 +191,8 @@ async fn tell_daemon(cfg: &Config, p: &ProfileConfig, term: &mut Term) -> Result
                     .to_owned()
             };
             term.line(&format!(
-                "Profile {} is serving role {} (key …{}, expires {}).",
+                "Profile {} is serving credentials (key …{}, expires {}).",
                 p.name,
-                s("role_name"),
                 s("access_key_id_suffix"),
                 s("expiration")
             ));

@@ -98,7 +98,7 @@ def test_device_login_serves_within_seconds(signed_out_daemon, moto):
         login.kill()
     done = time.monotonic()
     assert rc == 0, err
-    assert "Signed in as alice" in err and "is serving role" in err, err
+    assert "Signed in as alice" in err and "is serving credentials" in err, err
     # The daemon served before `login` returned; check at once.
     creds = d.ecs_creds()
     assert time.monotonic() - done < 2
