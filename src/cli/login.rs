@@ -20,7 +20,7 @@ use crate::login::{self, Method, Progress};
 const SERVE_WAIT: Duration = Duration::from_secs(10);
 
 /// What `login` was asked for on the command line.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct LoginFlags {
     /// `--device`.
     pub device: bool,
@@ -30,6 +30,10 @@ pub struct LoginFlags {
     pub no_browser: bool,
     /// `--timeout` for the browser flow.
     pub timeout: Option<Duration>,
+    /// `--username` for a user-pool sign-in.
+    pub username: Option<String>,
+    /// `--password-stdin`: the password (then any MFA code) from stdin lines.
+    pub password_stdin: bool,
 }
 
 impl LoginFlags {
@@ -112,6 +116,58 @@ impl Progress for Term {
     }
 }
 
+/// Answers for a password sign-in: from the terminal (the password hidden),
+/// or from stdin lines with `--password-stdin` (password, then MFA codes).
+struct Answers {
+    username: Option<String>,
+    from_stdin: bool,
+}
+
+impl Answers {
+    fn line(&self, prompt: &str) -> Result<String, login::Error> {
+        if !self.from_stdin {
+            eprint!("{prompt}");
+            let _ = std::io::stderr().flush();
+        }
+        let mut s = String::new();
+        match std::io::stdin().read_line(&mut s) {
+            Ok(0) => Err(login::Error::Usage(format!(
+                "no input for {:?} (stdin is closed)",
+                prompt.trim_end_matches([':', ' '])
+            ))),
+            Ok(_) => Ok(s.trim_end_matches(['\r', '\n']).to_owned()),
+            Err(e) => Err(login::Error::Local(format!("cannot read stdin: {e}"))),
+        }
+    }
+}
+
+impl login::Ask for Answers {
+    fn username(&mut self) -> Result<String, login::Error> {
+        match self.username.clone() {
+            Some(u) => Ok(u),
+            None if self.from_stdin => Err(login::Error::Usage(
+                "--password-stdin needs the username from --username or login.username".into(),
+            )),
+            None => self.line("Username: "),
+        }
+    }
+    fn password(&mut self, username: &str) -> Result<crate::secret::SecretString, login::Error> {
+        let p = if self.from_stdin {
+            self.line("password")?
+        } else {
+            rpassword::prompt_password(format!("Password for {username}: "))
+                .map_err(|e| login::Error::Local(format!("cannot read the password: {e}")))?
+        };
+        if p.is_empty() {
+            return Err(login::Error::Usage("the password is empty".into()));
+        }
+        Ok(crate::secret::secret(p))
+    }
+    fn mfa_code(&mut self, kind: &str) -> Result<String, login::Error> {
+        self.line(&format!("MFA code from your {kind}: "))
+    }
+}
+
 /// The profile to sign in to: `--profile`, else the only one with an OIDC
 /// sign-in, else `server.imds_profile`.
 fn sign_in_profile<'a>(cfg: &'a Config, name: Option<&str>) -> Result<&'a ProfileConfig, Error> {
@@ -119,7 +175,7 @@ fn sign_in_profile<'a>(cfg: &'a Config, name: Option<&str>) -> Result<&'a Profil
         let mut oidc = cfg
             .profiles
             .values()
-            .filter(|p| matches!(p.login, LoginConfig::Oidc(_)));
+            .filter(|p| !matches!(p.login, LoginConfig::None));
         if let (Some(only), None) = (oidc.next(), oidc.next()) {
             return Ok(only);
         }
@@ -145,13 +201,26 @@ pub async fn login(
     let method = flags.method(env);
     let mut term = Term::new();
     let timeout = flags.timeout.unwrap_or(Duration::from_secs(600));
-    let run = tokio::time::timeout(timeout, login::sign_in(p, method, &mut term));
-    let outcome = tokio::select! {
-        r = run => r.unwrap_or_else(|_| Err(login::Error::Expired(format!(
+    let mut answers = Answers {
+        username: flags.username.clone(),
+        from_stdin: flags.password_stdin,
+    };
+    let run = tokio::time::timeout(timeout, login::sign_in(p, method, &mut term, &mut answers));
+    let expired = |_| {
+        Err(login::Error::Expired(format!(
             "no sign-in within {}; run `credbroker login` again",
             humantime::format_duration(timeout)
-        )))),
-        _ = tokio::signal::ctrl_c() => Err(login::Error::Cancelled),
+        )))
+    };
+    let outcome = if matches!(p.login, LoginConfig::Oidc(_)) {
+        tokio::select! {
+            r = run => r.unwrap_or_else(expired),
+            _ = tokio::signal::ctrl_c() => Err(login::Error::Cancelled),
+        }
+    } else {
+        // A password prompt reads the terminal synchronously: leave SIGINT
+        // its default action (nothing is half-written; the store is atomic).
+        run.await.unwrap_or_else(expired)
     };
     let subject = outcome.map_err(failed)?;
     let file = p

@@ -144,6 +144,13 @@ pub enum Command {
         /// Give up after this long [default: 10m].
         #[arg(long, value_parser = humantime::parse_duration)]
         timeout: Option<std::time::Duration>,
+        /// Cognito user pools: the username [default: login.username, else asked].
+        #[arg(long)]
+        username: Option<String>,
+        /// Cognito user pools: read the password (then any MFA code) from
+        /// stdin, one per line, instead of prompting (for scripts).
+        #[arg(long)]
+        password_stdin: bool,
     },
     /// Sign out: revoke the refresh token at the identity provider, delete it
     /// and the cached identity, and have the daemon drop the credentials now.
@@ -242,12 +249,16 @@ async fn dispatch(cli: Cli) -> Result<u8, Error> {
             browser,
             no_browser,
             timeout,
+            username,
+            password_stdin,
         } => {
             let flags = login::LoginFlags {
                 device,
                 browser,
                 no_browser,
                 timeout,
+                username,
+                password_stdin,
             };
             login::login(&load()?, &env, profile.as_deref(), flags).await
         }

@@ -15,6 +15,7 @@
 pub mod id_token;
 pub mod oidc;
 pub mod redirect;
+pub mod userpool;
 
 use std::path::Path;
 use std::time::Duration;
@@ -102,6 +103,16 @@ pub trait Progress {
     fn tick(&mut self, waited: Duration);
 }
 
+/// What a password sign-in asks the user (Cognito user pools).
+pub trait Ask {
+    /// The username, when `login.username` names none.
+    fn username(&mut self) -> Result<String, Error>;
+    /// The password (never echoed).
+    fn password(&mut self, username: &str) -> Result<SecretString, Error>;
+    /// An MFA code from `kind` ("authenticator app", "SMS").
+    fn mfa_code(&mut self, kind: &str) -> Result<String, Error>;
+}
+
 /// Sleep `d`, ticking the indicator every second.
 pub async fn wait(ui: &mut dyn Progress, d: Duration) {
     let start = tokio::time::Instant::now();
@@ -141,33 +152,36 @@ pub fn can_open_browser(env: &crate::config::Env) -> bool {
     desktop && !ssh && !container
 }
 
-/// The profile's OIDC settings, or a usage error naming the kind it has.
-fn oidc_of(profile: &ProfileConfig) -> Result<&crate::config::OidcConfig, Error> {
-    match &profile.login {
-        LoginConfig::Oidc(o) => Ok(o),
-        other => Err(Error::Usage(format!(
-            "profile {:?} has login.kind = {:?}; `credbroker login` signs in to OIDC providers \
-             (for Cognito user pools: sign in with the pool's hosted UI issuer as kind = \"oidc\")",
-            profile.name,
-            other.kind()
-        ))),
-    }
-}
-
-/// Run the profile's sign-in and store the refresh token.
+/// Run the profile's sign-in and store the refresh token: OIDC through
+/// `method`, a user pool with a password (`ask`).
 pub async fn sign_in(
     profile: &ProfileConfig,
     method: Method,
     ui: &mut dyn Progress,
+    ask: &mut dyn Ask,
 ) -> Result<String, Error> {
-    let cfg = oidc_of(profile)?;
     let key = format!("profiles.{}.login", profile.name);
-    let idp = oidc::Provider::discover(cfg, &key).await?;
-    let done = match method {
-        Method::Device => idp.device(ui).await?,
-        Method::Browser { open } => idp.code(&profile.sign_in, open, ui).await?,
+    let (file, done) = match &profile.login {
+        LoginConfig::Oidc(cfg) => {
+            let idp = oidc::Provider::discover(cfg, &key).await?;
+            let done = match method {
+                Method::Device => idp.device(ui).await?,
+                Method::Browser { open } => idp.code(&profile.sign_in, open, ui).await?,
+            };
+            (&cfg.refresh_token_file, done)
+        }
+        LoginConfig::UserPool(cfg) => (
+            &cfg.refresh_token_file,
+            userpool::sign_in(profile, cfg, ask).await?,
+        ),
+        LoginConfig::None => {
+            return Err(Error::Usage(format!(
+                "profile {:?} has login.kind = \"none\" (a guest identity): there is nothing to sign in to",
+                profile.name
+            )));
+        }
     };
-    store(profile, &cfg.refresh_token_file, &done.refresh_token)?;
+    store(profile, file, &done.refresh_token)?;
     Ok(done.subject)
 }
 
@@ -178,7 +192,7 @@ fn store(profile: &ProfileConfig, file: &Path, token: &SecretString) -> Result<(
         fsutil::ensure_private_dir(dir)
             .map_err(|e| Error::Local(format!("cannot use {}: {e}", dir.display())))?;
     }
-    TokenFile::new(file.to_path_buf(), "oidc")
+    TokenFile::new(file.to_path_buf(), profile.login.kind())
         .save(token)
         .map_err(|e| Error::Local(e.to_string()))?;
     forget_identity(profile);
@@ -227,11 +241,8 @@ pub async fn sign_out(profile: &ProfileConfig) -> Result<SignedOut, Error> {
                 Err(e) => Err(e.to_string()),
             }
         }
-        (Some(_), _) => Err(
-            "revocation of Cognito user-pool tokens is not supported yet; the token stays \
-             valid at the pool until it expires"
-                .into(),
-        ),
+        (Some(t), LoginConfig::UserPool(cfg)) => userpool::revoke(profile, cfg, t).await,
+        (Some(_), LoginConfig::None) => Ok(()),
     };
     match std::fs::remove_file(file) {
         Ok(()) => {}

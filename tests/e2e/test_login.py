@@ -326,3 +326,68 @@ def test_login_without_daemon_says_how_to_start_it(signed_out_daemon):
     # Started now, the daemon serves the stored sign-in.
     d.start()
     assert d.ecs_creds()["AccessKeyId"]
+
+
+# --- Cognito user pools: password sign-in (moto) ------------------------------
+
+@pytest.fixture
+def pool_daemon(moto, daemon_factory):
+    pool = moto.create_user_pool()
+    identity_pool = moto.create_identity_pool(user_pools=[pool])
+    d = daemon_factory(h.make_config(
+        login=h.user_pool_login(pool),
+        aws={"flow": "cognito-basic", "identity_pool_id": identity_pool,
+             "role_arn": h.BASIC_ROLE_ARN, "session_name": h.SESSION_NAME},
+    ))
+    d.pool = pool
+    d.start(wait_ready=False)
+    d.wait_state("login_required", 15)
+    return d
+
+
+def login_stdin(d: h.Daemon, *args: str, stdin: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(d.binary), "login", *args, "-c", str(d.config_path)], env=d.env,
+                          input=stdin, capture_output=True, text=True, timeout=60)
+
+
+def test_user_pool_password_login(pool_daemon, moto):
+    d = pool_daemon
+    p = login_stdin(d, "--username", d.pool.username, "--password-stdin", stdin=d.pool.password + "\n")
+    assert p.returncode == 0, p.stderr
+    assert f"Signed in as {d.pool.username}" in p.stderr and d.pool.password not in p.stderr + p.stdout
+    creds = d.ecs_creds()
+    assert caller_arn(moto, creds).startswith(f"arn:aws:sts::{h.ACCOUNT_ID}:assumed-role/CognitoBasicRole/")
+    rt = d.refresh_token_path().read_text()
+    assert rt and rt not in p.stderr
+    # Logout: moto has no RevokeToken, so revocation fails, is reported, and
+    # the local state is cleared anyway.
+    out = d.cli("logout")
+    assert out.returncode == 1, out.stderr
+    assert "NOT revoked" in out.stderr and rt not in out.stderr
+    assert not d.refresh_token_path().exists()
+    assert d.ecs_creds_response().status == 503
+    assert d.profile_status()["state"] == "logged_out"
+
+
+def test_user_pool_mfa_and_wrong_password(pool_daemon, moto):
+    d = pool_daemon
+    bad = login_stdin(d, "--username", d.pool.username, "--password-stdin", stdin="wrong\n")
+    assert bad.returncode == EXIT_DENIED, bad.stderr
+    assert "wrong username or password" in bad.stderr
+    assert not d.refresh_token_path().exists()
+    idp = moto.client("cognito-idp")
+    access = moto.user_pool_login(d.pool)["AccessToken"]
+    idp.associate_software_token(AccessToken=access)
+    idp.verify_software_token(AccessToken=access, UserCode="123456")
+    idp.admin_set_user_mfa_preference(
+        UserPoolId=d.pool.pool_id, Username=d.pool.username,
+        SoftwareTokenMfaSettings={"Enabled": True, "PreferredMfa": True})
+    # The MFA code is the second stdin line (moto accepts any code).
+    ok = login_stdin(d, "--username", d.pool.username, "--password-stdin",
+                     stdin=f"{d.pool.password}\n123456\n")
+    assert ok.returncode == 0, ok.stderr
+    assert d.ecs_creds()["AccessKeyId"]
+    # Without the code on stdin, the sign-in stops with a usage error.
+    no_code = login_stdin(d, "--username", d.pool.username, "--password-stdin", stdin=d.pool.password + "\n")
+    assert no_code.returncode == 64, no_code.stderr
+    assert "MFA code" in no_code.stderr
