@@ -23,6 +23,20 @@ pub async fn report(registry: Registry, cancel: CancellationToken) {
     let mut changes = registry.changes();
     loop {
         let all = registry.all();
+        // Fresh clones of the registry's receivers inherit the version it
+        // last saw (never updated there): unmarked, every `changed()` below
+        // would resolve at once after the first refresh and this loop would
+        // spin, holding a worker busy while the daemon is idle (found by
+        // bench/: ~30 % CPU idle). Marked before reading, so a change made
+        // after the read still wakes us.
+        let mut readers: Vec<_> = all
+            .iter()
+            .map(|(_, p)| {
+                let mut r = p.reader.clone();
+                r.mark_unchanged();
+                r
+            })
+            .collect();
         let line = status_line(&all, SystemTime::now());
         let settled = all.iter().all(|(_, p)| {
             let s = p.reader.borrow();
@@ -36,7 +50,6 @@ pub async fn report(registry: Registry, cancel: CancellationToken) {
             systemd::status(&line);
         }
         last = line;
-        let mut readers: Vec<_> = all.into_iter().map(|(_, p)| p.reader).collect();
         // select_all panics on an empty list: with no profile, wait for the
         // registry alone.
         let any = if readers.is_empty() {
