@@ -32,6 +32,7 @@ use super::{Error, Progress, SignedIn, redirect};
 use crate::config::{OidcConfig, SignIn};
 use crate::net::check_upstream_url;
 use crate::secret::{ExposeSecret, SecretString, secret};
+use crate::upstream::oidc::{OAuthError, TokenResponse};
 use crate::upstream::short;
 use crate::upstream::token_store::read_client_secret;
 
@@ -51,18 +52,6 @@ struct Discovery {
     revocation_endpoint: Option<String>,
 }
 
-/// No `Debug`: it holds the refresh token and the id_token.
-#[derive(Deserialize)]
-struct TokenResponse {
-    id_token: Option<String>,
-    refresh_token: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct OAuthError {
-    error: String,
-    error_description: Option<String>,
-}
 
 /// No `Debug`: `device_code` is a credential until it expires.
 #[derive(Deserialize)]

@@ -35,16 +35,19 @@ struct Discovery {
     token_endpoint: String,
 }
 
+/// A token endpoint's success body (the fields we use). No `Debug`: it
+/// holds the refresh token and the id_token.
 #[derive(Deserialize)]
-struct TokenResponse {
-    id_token: Option<String>,
-    refresh_token: Option<String>,
+pub(crate) struct TokenResponse {
+    pub(crate) id_token: Option<String>,
+    pub(crate) refresh_token: Option<String>,
 }
 
+/// An OAuth error body (RFC 6749 §5.2).
 #[derive(Deserialize)]
-struct OAuthError {
-    error: String,
-    error_description: Option<String>,
+pub(crate) struct OAuthError {
+    pub(crate) error: String,
+    pub(crate) error_description: Option<String>,
 }
 
 struct Cache {
