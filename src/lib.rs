@@ -34,14 +34,15 @@
 //! | [`clock`] | injectable wall clock | – |
 //! | [`fsutil`] | atomic 0600 writes, secret-file reads, owner/mode checks of directories and files | – |
 //! | [`creds`] | [`creds::AwsCredentials`] and their pre-rendered wire bodies | `secret` |
+//! | [`metrics`] | the Prometheus registry and its typed handles (refresh counters, upstream timer, IMDS token counters, request counts); OpenMetrics rendering | – |
 //! | [`store`] | per-profile `watch` snapshot: served creds + status | `creds` |
-//! | [`upstream`] | the one seam to the outside: IdP refresh and AWS exchange | `config`, `creds`, `clock`, `fsutil`, `net`, `secret` |
-//! | [`refresher`] | schedule, backoff, login-required state; the only writer | `upstream` (trait), `store`, `creds`, `clock`, `fsutil`, `secret` |
-//! | [`server`] | IMDS, ECS, health and status routes + security guards | `store`, `creds`, `clock`, `net`, `secret` — **never `upstream`** |
+//! | [`upstream`] | the one seam to the outside: IdP refresh and AWS exchange | `config`, `creds`, `clock`, `fsutil`, `metrics` (timer), `net`, `secret` |
+//! | [`refresher`] | schedule, backoff, login-required state; the only writer | `upstream` (trait), `store`, `creds`, `clock`, `fsutil`, `metrics`, `secret` |
+//! | [`server`] | IMDS, ECS, health, status and `/metrics` routes + security guards; the metrics-only listener | `store`, `creds`, `clock`, `metrics`, `net`, `secret` — **never `upstream`** |
 //! | [`watcher`] | file-change notifications → wake a profile's refresher | `refresher` (its `Wake`), `fsutil` |
 //! | [`app`] | composition root, the only place that spawns long-lived tasks: `App::build`/`run`, `Deps` (source factory, listeners), the per-profile `supervisor`, `reload`, shared logins (`UpstreamSources`) | everything above, `shutdown` |
 //! | [`cli`] | `serve`, `check-config`; client commands `status`, `env`, `exec`, `credential-process`, `doctor` through one daemon client (`cli::client`); `completions`, `man` | `app`, `clock`, `config`, `error`, `fsutil`, `net`, `secret`, `shutdown` |
-//! | [`error`], [`shutdown`], [`telemetry`], [`systemd`] | start-up errors and exit codes; signals; logging with fixed caps (journald priorities); notify protocol and socket activation | `config` (error only), `net` (systemd) |
+//! | [`error`], [`shutdown`], [`telemetry`], [`systemd`] | start-up errors and exit codes; signals; logging with fixed caps (text or JSON, journald priorities); notify protocol and socket activation | `config` (error only), `net` (systemd) |
 //! | [`peer`] | who owns the other end of a loopback connection (sock_diag), and the uid access policy | `fsutil` |
 //! | `testing` | fixtures for unit, socket and fuzz tests (hidden) | `server`, `store`, `creds`, `clock`, `secret` |
 //!
@@ -64,6 +65,7 @@ pub mod config;
 pub mod creds;
 pub mod error;
 pub mod fsutil;
+pub mod metrics;
 pub mod net;
 pub mod peer;
 pub mod refresher;

@@ -51,6 +51,13 @@ impl ConfigDiff {
             .cloned()
             .collect();
         server_changes(&old.server, &new.server, &mut d);
+        // The subscriber is installed once, at start.
+        if old.log.format != new.log.format {
+            d.restart_needed.push("log.format");
+        }
+        if old.log.level != new.log.level {
+            d.restart_needed.push("log.level");
+        }
         d
     }
 
@@ -80,6 +87,10 @@ fn server_changes(o: &ServerConfig, n: &ServerConfig, d: &mut ConfigDiff) {
             o.ecs_token_file != n.ecs_token_file,
         ),
         ("server.runtime_dir", o.runtime_dir != n.runtime_dir),
+        (
+            "server.metrics_listen",
+            o.metrics_listen != n.metrics_listen,
+        ),
     ];
     d.restart_needed = restart
         .iter()

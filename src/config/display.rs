@@ -29,6 +29,12 @@ impl fmt::Display for Config {
         writeln!(f, "allowed_hosts = [{}]", hosts.join(", "))?;
         writeln!(f, "strict_permissions = {}", self.server.strict_permissions)?;
         writeln!(f, "allowed_uids = {}", access(&self.server.allowed_uids))?;
+        if let Some(a) = self.server.metrics_listen {
+            writeln!(f, "metrics_listen = {}", q(&a.to_string()))?;
+        }
+        writeln!(f, "\n[log]")?;
+        writeln!(f, "format = {}", q(self.log.format.as_str()))?;
+        writeln!(f, "level = {}", q(&self.log.level))?;
         for (name, pr) in &self.profiles {
             writeln!(f, "\n[profiles.{name}]")?;
             writeln!(f, "region = {}", q(&pr.region))?;

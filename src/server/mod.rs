@@ -34,6 +34,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::clock::SharedClock;
+use crate::metrics::Metrics;
 use crate::secret::SecretString;
 use crate::store::Registry;
 
@@ -59,6 +60,9 @@ pub struct Shared {
     /// Why the last config reload was refused (writer: the app's reload
     /// path; reader: `/v1/status`). `None` when the file on disk is running.
     pub config_error: RwLock<Option<String>>,
+    /// The daemon's metrics (created by `app`, see [`Shared::with_metrics`];
+    /// [`Shared::new`] starts with a private set, for tests and fuzzing).
+    pub metrics: Arc<Metrics>,
 }
 
 impl Shared {
@@ -69,7 +73,13 @@ impl Shared {
             ecs_token,
             clock,
             config_error: RwLock::new(None),
+            metrics: Arc::default(),
         }
+    }
+
+    /// The same state, counting into `metrics`.
+    pub fn with_metrics(self, metrics: Arc<Metrics>) -> Self {
+        Shared { metrics, ..self }
     }
 
     /// The last reload error, if the running config is not the file's.
@@ -129,10 +139,10 @@ impl ServerState {
     /// A listener's state.
     pub fn new(shared: Arc<Shared>, view: ListenerView) -> Self {
         ServerState {
-            shared,
             view: RwLock::new(Arc::new(view)),
-            tokens: Default::default(),
+            tokens: tokens::TokenTable::with_metrics(shared.metrics.token_metrics()),
             refusals: Default::default(),
+            shared,
         }
     }
 
@@ -176,6 +186,70 @@ impl ServerState {
     }
 }
 
+/// The debug event of one served credential fetch: profile, protocol, key
+/// suffix and expiry, never the credentials. Its fields are only computed
+/// when debug logging is on.
+pub(crate) fn log_served(
+    profile: &str,
+    protocol: &'static str,
+    s: &crate::creds::Served,
+    now: std::time::SystemTime,
+) {
+    tracing::debug!(
+        profile,
+        protocol,
+        key = %format_args!("…{}", s.key_suffix),
+        expires = %crate::creds::rfc3339(s.expiration),
+        expires_in_s = s.expiration.duration_since(now).map_or(0, |d| d.as_secs()),
+        "served credentials"
+    );
+}
+
+/// The route template a request path counts under in
+/// `credbroker_http_requests_total`: a fixed string, so neither a client
+/// (`/v1/credentials/<anything>`) nor a scanner can create new series.
+pub fn route_of(path: &str) -> &'static str {
+    const CREDS: &str = "/latest/meta-data/iam/security-credentials";
+    const EXTENDED: &str = "/latest/meta-data/iam/security-credentials-extended";
+    let trimmed = path.strip_suffix('/').unwrap_or(path);
+    match trimmed {
+        "/healthz" => return "/healthz",
+        "/readyz" => return "/readyz",
+        "/metrics" => return "/metrics",
+        "/v1/status" => return "/v1/status",
+        "/v1/credentials" => return "/v1/credentials",
+        "/latest/api/token" => return "/latest/api/token",
+        CREDS => return "/latest/meta-data/iam/security-credentials/",
+        EXTENDED => return "/latest/meta-data/iam/security-credentials-extended/",
+        _ => {}
+    }
+    if trimmed.starts_with("/v1/credentials/") {
+        "/v1/credentials/{profile}"
+    } else if trimmed.starts_with(EXTENDED) {
+        "/latest/meta-data/iam/security-credentials-extended/{role}"
+    } else if trimmed.starts_with(CREDS) {
+        "/latest/meta-data/iam/security-credentials/{role}"
+    } else if trimmed.ends_with("/api/token") {
+        "/{version}/api/token"
+    } else if trimmed.starts_with("/latest/") || trimmed == "/latest" {
+        "/latest/other"
+    } else {
+        "other"
+    }
+}
+
+/// Count every request (refused, timed out or served) by route and status.
+async fn count(
+    axum::extract::State(metrics): axum::extract::State<Arc<Metrics>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let route = route_of(req.uri().path());
+    let resp = next.run(req).await;
+    metrics.count_request(route, resp.status().as_u16());
+    resp
+}
+
 /// Routes a listener's view turns off answer 404, as if absent.
 async fn gate(
     axum::extract::State(state): axum::extract::State<Arc<ServerState>>,
@@ -185,7 +259,9 @@ async fn gate(
     use axum::response::IntoResponse;
     let view = state.view();
     let path = req.uri().path();
-    let is_ecs = path == "/v1/credentials" || path.starts_with("/v1/");
+    // `/metrics` belongs to the main listener (and the metrics listener),
+    // like the status route.
+    let is_ecs = path == "/v1/credentials" || path.starts_with("/v1/") || path == "/metrics";
     let is_imds = path.starts_with("/latest/") || path.ends_with("/api/token");
     if (is_ecs && !view.ecs) || (is_imds && !view.imds) {
         return (axum::http::StatusCode::NOT_FOUND, "not found").into_response();
@@ -199,6 +275,7 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/healthz", get(admin::healthz))
         .route("/readyz", get(admin::readyz))
         .route("/v1/status", get(admin::status))
+        .route("/metrics", get(admin::metrics))
         .route("/v1/credentials", get(ecs::credentials_default))
         .route("/v1/credentials/", get(ecs::credentials_default))
         .route("/v1/credentials/{profile}", get(ecs::credentials))
@@ -266,6 +343,44 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(10),
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.shared.metrics.clone(),
+            count,
+        ))
+        .with_state(state)
+}
+
+/// The router of `server.metrics_listen`: `/metrics`, `/healthz` and
+/// `/readyz`, everything else 404. It serves no credentials, so it may be
+/// bound to a non-loopback address (a pod IP, for a scraper on the node)
+/// and has neither the `Host` allow-list nor the uid check; requests a
+/// browser sent are still refused (no page can read it through DNS
+/// rebinding).
+pub fn metrics_router(shared: Arc<Shared>) -> Router {
+    let view = ListenerView {
+        imds_profile: String::new(),
+        imds: false,
+        imds_v1: false,
+        ecs: false,
+        hosts: Vec::new(),
+        access: crate::peer::Access::Any,
+    };
+    let state = Arc::new(ServerState::new(shared, view));
+    Router::new()
+        .route("/healthz", get(admin::healthz))
+        .route("/readyz", get(admin::readyz))
+        .route("/metrics", get(admin::metrics))
+        .fallback(|| async { (axum::http::StatusCode::NOT_FOUND, "not found") })
+        .layer(axum::middleware::from_fn(guard::no_browsers))
+        .layer(RequestBodyLimitLayer::new(1024))
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(10),
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.shared.metrics.clone(),
+            count,
         ))
         .with_state(state)
 }
