@@ -188,6 +188,10 @@ else
     || die "the SDK compatibility matrix needs Go with aws-sdk-go-v2 and Ruby with aws-sdk-core (Debian: apt-get install ${compat_debs[*]})"
 fi
 
+# --- Prometheus: tests/e2e/test_metrics.py scrapes the daemon with the real server
+command -v prometheus >/dev/null 2>&1 \
+  || apt_install "Prometheus (tests/e2e/test_metrics.py scrapes /metrics with it)" prometheus
+
 # --- SDK compatibility matrix: the Go client, built offline -------------------
 gosdk=/usr/share/gocode/src/github.com/aws/aws-sdk-go-v2
 go_src="$repo/tests/clients/go/probe.go"

@@ -205,48 +205,67 @@ pub(crate) fn log_served(
     );
 }
 
-/// The route template a request path counts under in
-/// `credbroker_http_requests_total`: a fixed string, so neither a client
-/// (`/v1/credentials/<anything>`) nor a scanner can create new series.
-pub fn route_of(path: &str) -> &'static str {
+/// The route templates requests are counted under in
+/// `credbroker_http_requests_total` (see [`route_of`]).
+pub const ROUTES: [&str; 14] = [
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/v1/status",
+    "/v1/credentials",
+    "/v1/credentials/{profile}",
+    "/latest/api/token",
+    "/{version}/api/token",
+    "/latest/meta-data/iam/security-credentials/",
+    "/latest/meta-data/iam/security-credentials/{role}",
+    "/latest/meta-data/iam/security-credentials-extended/",
+    "/latest/meta-data/iam/security-credentials-extended/{role}",
+    "/latest/other",
+    "other",
+];
+
+/// The index in [`ROUTES`] of the template a request path counts under: a
+/// fixed string, so neither a client (`/v1/credentials/<anything>`) nor a
+/// scanner can create new series.
+pub fn route_of(path: &str) -> usize {
     const CREDS: &str = "/latest/meta-data/iam/security-credentials";
     const EXTENDED: &str = "/latest/meta-data/iam/security-credentials-extended";
     let trimmed = path.strip_suffix('/').unwrap_or(path);
     match trimmed {
-        "/healthz" => return "/healthz",
-        "/readyz" => return "/readyz",
-        "/metrics" => return "/metrics",
-        "/v1/status" => return "/v1/status",
-        "/v1/credentials" => return "/v1/credentials",
-        "/latest/api/token" => return "/latest/api/token",
-        CREDS => return "/latest/meta-data/iam/security-credentials/",
-        EXTENDED => return "/latest/meta-data/iam/security-credentials-extended/",
+        "/healthz" => return 0,
+        "/readyz" => return 1,
+        "/metrics" => return 2,
+        "/v1/status" => return 3,
+        "/v1/credentials" => return 4,
+        "/latest/api/token" => return 6,
+        CREDS => return 8,
+        EXTENDED => return 10,
         _ => {}
     }
     if trimmed.starts_with("/v1/credentials/") {
-        "/v1/credentials/{profile}"
+        5
     } else if trimmed.starts_with(EXTENDED) {
-        "/latest/meta-data/iam/security-credentials-extended/{role}"
+        11
     } else if trimmed.starts_with(CREDS) {
-        "/latest/meta-data/iam/security-credentials/{role}"
+        9
     } else if trimmed.ends_with("/api/token") {
-        "/{version}/api/token"
+        7
     } else if trimmed.starts_with("/latest/") || trimmed == "/latest" {
-        "/latest/other"
+        12
     } else {
-        "other"
+        13
     }
 }
 
 /// Count every request (refused, timed out or served) by route and status.
 async fn count(
-    axum::extract::State(metrics): axum::extract::State<Arc<Metrics>>,
+    axum::extract::State(counters): axum::extract::State<Arc<crate::metrics::RequestCounters>>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     let route = route_of(req.uri().path());
     let resp = next.run(req).await;
-    metrics.count_request(route, resp.status().as_u16());
+    counters.inc(route, resp.status().as_u16());
     resp
 }
 
@@ -271,6 +290,8 @@ async fn gate(
 
 /// The whole router; what the listener's view turns off answers 404.
 pub fn router(state: Arc<ServerState>) -> Router {
+    // A listener is the main one or a per-profile IMDS port for its life.
+    let listener = if state.view().ecs { "main" } else { "imds" };
     Router::new()
         .route("/healthz", get(admin::healthz))
         .route("/readyz", get(admin::readyz))
@@ -345,7 +366,7 @@ pub fn router(state: Arc<ServerState>) -> Router {
             Duration::from_secs(10),
         ))
         .layer(axum::middleware::from_fn_with_state(
-            state.shared.metrics.clone(),
+            Arc::new(state.shared.metrics.request_counters(listener, &ROUTES)),
             count,
         ))
         .with_state(state)
@@ -379,7 +400,7 @@ pub fn metrics_router(shared: Arc<Shared>) -> Router {
             Duration::from_secs(10),
         ))
         .layer(axum::middleware::from_fn_with_state(
-            state.shared.metrics.clone(),
+            Arc::new(state.shared.metrics.request_counters("metrics", &ROUTES)),
             count,
         ))
         .with_state(state)

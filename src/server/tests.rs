@@ -640,10 +640,10 @@ async fn metrics_render_every_family_and_no_secret() {
         "application/openmetrics-text; version=1.0.0; charset=utf-8"
     );
     for want in [
-        "credbroker_http_requests_total{route=\"/latest/api/token\",status=\"200\"} 1",
-        "credbroker_http_requests_total{route=\"/latest/meta-data/iam/security-credentials/{role}\",status=\"200\"} 1",
-        "credbroker_http_requests_total{route=\"/v1/credentials/{profile}\",status=\"200\"} 1",
-        "credbroker_http_requests_total{route=\"/v1/credentials/{profile}\",status=\"404\"} 1",
+        "credbroker_http_requests_total{listener=\"main\",route=\"/latest/api/token\",status=\"200\"} 1",
+        "credbroker_http_requests_total{listener=\"main\",route=\"/latest/meta-data/iam/security-credentials/{role}\",status=\"200\"} 1",
+        "credbroker_http_requests_total{listener=\"main\",route=\"/v1/credentials/{profile}\",status=\"200\"} 1",
+        "credbroker_http_requests_total{listener=\"main\",route=\"/v1/credentials/{profile}\",status=\"404\"} 1",
         "credbroker_imds_tokens_issued_total 1",
         "credbroker_credentials_expiry_seconds{profile=\"default\"} 3600",
         "credbroker_login_required{profile=\"default\"} 0",
@@ -778,6 +778,6 @@ fn routes_are_templates_not_paths() {
         ("/metrics", "/metrics"),
         ("/wp-admin", "other"),
     ] {
-        assert_eq!(route_of(path), want, "{path}");
+        assert_eq!(ROUTES[route_of(path)], want, "{path}");
     }
 }
