@@ -18,6 +18,8 @@
 //!  config file (notify) / SIGHUP ─► reload ─► ConfigDiff ─► supervisor: start / stop / replace
 //!                                                    └──► listeners: swap ListenerView
 //!  refresh-token file (notify) / SIGHUP ─► Wake ─► refresher[profile]
+//!  Metrics (app) ─► server (requests, IMDS tokens, GET /metrics), refresher (outcomes),
+//!                  upstream (call latency); optional metrics listener (/metrics, health)
 //!
 //!  refresher[p] ──(upstream: login ─► aws)──► ProfileStore[p] (tokio::watch, one writer)
 //!     (profiles on one refresh-token file share one login)   │
@@ -28,7 +30,7 @@
 //!
 //! | module | responsibility | uses |
 //! |---|---|---|
-//! | [`config`] | raw TOML/env → typed, validated [`config::Config`] (`raw`, `validate`, `display`); [`config::ConfigDiff`] for reloads | `net`, `fsutil` |
+//! | [`config`] | raw TOML/env → typed, validated [`config::Config`] (`raw`, `validate`, `display`); [`config::ConfigDiff`] for reloads | `net`, `fsutil`, `telemetry` (log format, filter check) |
 //! | [`net`] | what counts as loopback; which upstream URLs are acceptable | – |
 //! | [`secret`] | redaction helpers (`SecretString`, key suffixes) | – |
 //! | [`clock`] | injectable wall clock | – |

@@ -20,7 +20,9 @@
 #     rule), the Debian packages for the Go and Ruby SDKs (apt-get as root, else
 #     the command is printed and setup fails), and target/compat/go-probe, built
 #     offline GOPATH-style from tests/clients/go/probe.go (rebuilt only when the
-#     source, Go or the SDK package changed).
+#     source, Go or the SDK package changed);
+#   - not with --demo: Debian's prometheus (tests/e2e/test_metrics.py scrapes
+#     the daemon with the real server).
 # Usage: bash tests/setup.sh          everything tests/run.sh needs
 #        bash tests/setup.sh --demo   only what tests/demo.sh needs (Rust, .venv,
 #                                     oidc-provider): no root, no Go or Ruby

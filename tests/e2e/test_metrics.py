@@ -19,12 +19,11 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
-import time
 import urllib.parse
 from pathlib import Path
 from typing import Any
 
+import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 import harness as h
@@ -270,8 +269,9 @@ class JsonDaemon(h.Daemon):
         return self
 
 
-def test_json_logs_parse_and_carry_no_secret(oidc_daemon, moto: h.Moto, tmp_path: Path):
-    template = oidc_daemon("cognito")
+@pytest.mark.parametrize("flow", ["cognito", "sts"])
+def test_json_logs_parse_and_carry_no_secret(oidc_daemon, moto: h.Moto, tmp_path: Path, flow: str):
+    template = oidc_daemon(flow)
     config = template.config
     config["log"] = {"format": "json", "level": "trace"}
     # RUST_LOG empty: log.level decides (trace, under the fixed caps).
