@@ -260,12 +260,46 @@ pub fn read_secret_file_with(path: &Path, policy: Readable) -> io::Result<String
     Ok(raw.trim_end().to_owned())
 }
 
+/// [`read_secret_file`] for a file meant to be shared with its group (the
+/// ECS token with `server.ecs_token_group_readable`): the group may read it
+/// without a warning; everything else is checked as usual.
+pub fn read_group_shared_secret_file(path: &Path) -> io::Result<String> {
+    let raw = fs::read_to_string(path)?;
+    check_mode(path, readable_policy(), 0o004)?;
+    Ok(raw.trim_end().to_owned())
+}
+
+/// Let the group read `path` (and enter it, for a directory), when it is
+/// ours: 0600 → 0640, 0700 → 0750. Never adds write access. A file or
+/// directory of another owner (root's mount point) is left as it is.
+pub fn share_with_group(path: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        let m = fs::metadata(path)?;
+        if m.uid() == current_uid() {
+            let add = if m.is_dir() { 0o050 } else { 0o040 };
+            let mode = m.permissions().mode() & 0o7777;
+            if mode & add != add {
+                fs::set_permissions(path, fs::Permissions::from_mode(mode | add))?;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
 /// Warned-about files: path → (fingerprint, mode) at the time of the warning.
 type Warned = std::collections::HashMap<PathBuf, (Option<(u64, u64, i64, i64)>, u32)>;
 static WARNED: std::sync::Mutex<Option<Warned>> = std::sync::Mutex::new(None);
 
 /// The ownership and mode rules of [`read_secret_file`].
 pub fn check_secret_file(path: &Path, policy: Readable) -> io::Result<()> {
+    check_mode(path, policy, 0o044)
+}
+
+/// [`check_secret_file`], judging only the read bits in `read_bits`.
+fn check_mode(path: &Path, policy: Readable, read_bits: u32) -> io::Result<()> {
     #[cfg(unix)]
     {
         let m = fs::metadata(path)?;
@@ -290,7 +324,7 @@ pub fn check_secret_file(path: &Path, policy: Readable) -> io::Result<()> {
                 ),
             ));
         }
-        if mode & 0o044 != 0 {
+        if mode & read_bits != 0 {
             if policy == Readable::Refuse {
                 return Err(unsafe_path(
                     path,
@@ -316,7 +350,7 @@ pub fn check_secret_file(path: &Path, policy: Readable) -> io::Result<()> {
         }
     }
     #[cfg(not(unix))]
-    let _ = (path, policy);
+    let _ = (path, policy, read_bits);
     Ok(())
 }
 

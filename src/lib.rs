@@ -18,6 +18,7 @@
 //!  config file (notify) / SIGHUP ─► reload ─► ConfigDiff ─► supervisor: start / stop / replace
 //!                                                    └──► listeners: swap ListenerView
 //!  refresh-token file (notify) / SIGHUP ─► Wake ─► refresher[profile]
+//!  `credbroker login`/`logout` ─► POST /v1/profiles/{p}/… ─► control ─► supervisor: restart / drop
 //!  Metrics (app) ─► server (requests, IMDS tokens, GET /metrics), refresher (outcomes),
 //!                  upstream (call latency); optional metrics listener (/metrics, health)
 //!
@@ -40,10 +41,12 @@
 //! | [`store`] | per-profile `watch` snapshot: served creds + status | `creds` |
 //! | [`upstream`] | the one seam to the outside: IdP refresh and AWS exchange | `config`, `creds`, `clock`, `fsutil`, `metrics` (timer), `net`, `secret` |
 //! | [`refresher`] | schedule, backoff, login-required state; the only writer | `upstream` (trait), `store`, `creds`, `clock`, `fsutil`, `metrics`, `secret` |
-//! | [`server`] | IMDS, ECS, health, status and `/metrics` routes + security guards; the metrics-only listener | `store`, `creds`, `clock`, `metrics`, `net`, `secret` — **never `upstream`** |
+//! | [`server`] | IMDS, ECS, health, status, `/metrics` and login/logout notification routes + security guards; the metrics-only listener | `store`, `creds`, `clock`, `metrics`, `net`, `secret`, `control` — **never `upstream`** |
+//! | [`control`] | commands from the admin API to the app (`login`/`logout` finished for a profile): a channel the server sends on and the app's reload loop applies | – |
+//! | [`login`] | interactive sign-in and sign-out, run by `credbroker login`/`logout` (never the daemon): OIDC discovery, device grant, code + PKCE with a loopback redirect, id_token validation (`jsonwebtoken`), RFC 7009 revocation, storing the token | `config`, `fsutil`, `net`, `secret`, `upstream` (token store, HTTP client) |
 //! | [`watcher`] | file-change notifications → wake a profile's refresher | `refresher` (its `Wake`), `fsutil` |
 //! | [`app`] | composition root, the only place that spawns long-lived tasks: `App::build`/`run`, `Deps` (source factory, listeners), the per-profile `supervisor`, `reload`, shared logins (`UpstreamSources`) | everything above, `shutdown` |
-//! | [`cli`] | `serve`, `check-config`; client commands `status`, `env`, `exec`, `credential-process`, `doctor` through one daemon client (`cli::client`); `completions`, `man` | `app`, `clock`, `config`, `error`, `fsutil`, `net`, `secret`, `shutdown` |
+//! | [`cli`] | `serve`, `check-config`; `login`, `logout`; client commands `status`, `env`, `exec`, `credential-process`, `doctor`, `healthcheck` through one daemon client (`cli::client`); `completions`, `man` | `app`, `clock`, `config`, `error`, `fsutil`, `login`, `net`, `secret`, `shutdown` |
 //! | [`error`], [`shutdown`], [`telemetry`], [`systemd`] | start-up errors and exit codes; signals; logging with fixed caps (text or JSON, journald priorities); notify protocol and socket activation | `config` (error only), `net` (systemd) |
 //! | [`peer`] | who owns the other end of a loopback connection (sock_diag), and the uid access policy | `fsutil` |
 //! | `testing` | fixtures for unit, socket and fuzz tests (hidden) | `server`, `store`, `creds`, `clock`, `secret` |
@@ -64,9 +67,11 @@ pub mod app;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod control;
 pub mod creds;
 pub mod error;
 pub mod fsutil;
+pub mod login;
 pub mod metrics;
 pub mod net;
 pub mod peer;

@@ -358,6 +358,48 @@ mod tests {
         assert!(refresh_at(at(0), at(4), m30, 0.0) >= at(2));
     }
 
+    /// The default lead against the SDKs' windows (docs/compatibility.md,
+    /// "Refresh windows"; landscape.md 7.2, protocol.md 1.6, 2.3): whatever
+    /// the jitter, what is left of served credentials when the daemon
+    /// replaces them is beyond every SDK's mandatory window (botocore 10 min,
+    /// JS and Go 5 min, Rust and Java 1 min) for lifetimes from 30 min, beyond
+    /// botocore's IMDS stretch (25 min) from 1 h, and at least the Rust/Java
+    /// advisory window (5 min up to 20 min lifetime, 15 min under 90 min,
+    /// else 60 min) wherever half the lifetime allows it: below 30 min and
+    /// from 2 h on.
+    #[test]
+    fn default_lead_clears_every_sdk_window() {
+        let d = crate::config::DEFAULT_REFRESH_BEFORE;
+        let min = |m: u64| Duration::from_secs(m * 60);
+        for lifetime_min in [15, 20, 30, 45, 60, 89, 90, 119, 120, 180, 360, 720] {
+            let life = min(lifetime_min);
+            let advisory = if life <= min(20) {
+                min(5)
+            } else if life < min(90) {
+                min(15)
+            } else {
+                min(60)
+            };
+            for j in [0.0, 0.5, 0.999] {
+                let expiry = at(life.as_secs());
+                let left = expiry
+                    .duration_since(refresh_at(at(0), expiry, d, j))
+                    .unwrap();
+                let ctx = format!("{lifetime_min} min credentials, jitter {j}: {left:?} left");
+                assert!(left >= d.min(life / 2), "{ctx}");
+                if life >= min(30) {
+                    assert!(left > min(10), "{ctx}: inside botocore's mandatory window");
+                }
+                if life >= min(60) {
+                    assert!(left > min(25), "{ctx}: botocore would stretch it");
+                }
+                if life <= min(30) || life >= min(120) {
+                    assert!(left >= advisory, "{ctx}: Rust/Java advisory {advisory:?}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn backoff_grows_and_caps() {
         assert_eq!(backoff(1, 0.0), Duration::from_millis(500));

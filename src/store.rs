@@ -28,6 +28,9 @@ pub enum State {
     /// The IdP rejected the refresh token: nothing more is tried until the
     /// refresh-token file changes or SIGHUP arrives.
     LoginRequired,
+    /// `credbroker logout` signed the profile out: no credentials, nothing
+    /// refreshed, until the next `credbroker login`.
+    LoggedOut,
 }
 
 impl State {
@@ -38,6 +41,7 @@ impl State {
             State::Ready => "ready",
             State::Retrying => "retrying",
             State::LoginRequired => "login_required",
+            State::LoggedOut => "logged_out",
         }
     }
 }
@@ -84,6 +88,7 @@ impl Snapshot {
             .is_some_and(|c| c.usable_at(now, margin));
         match self.state {
             State::LoginRequired => "login_required",
+            State::LoggedOut => "logged_out",
             _ if self.served.is_some() && !valid => "expired",
             other => other.as_str(),
         }

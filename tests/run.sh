@@ -28,4 +28,7 @@ cargo test --locked
 # target/security/*.json, fuzz figures included.
 fuzz/run.sh
 .venv/bin/python -m pytest tests/e2e -q -p no:cacheprovider -rA --durations=10
+# The benchmark suite's quick mode (debug build, a few seconds per figure,
+# nothing published): fails when a figure can no longer be produced.
+bench/run.sh --quick
 echo "tests/run.sh: all tests passed in $(( $(date +%s) - start )) s"

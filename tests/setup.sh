@@ -17,7 +17,9 @@
 #     reinstalled only when the lock changed;
 #   - not with --demo: the SDK compatibility matrix's clients
 #     (tests/e2e/test_compat.py): tests/clients/js/node_modules (npm ci, same
-#     rule), the Debian packages for the Go and Ruby SDKs (apt-get as root, else
+#     rule), the Debian packages for the Go and Ruby SDKs and Debian's old
+#     botocore/boto3 (python3-botocore, python3-boto3) and AWS CLI v2 (awscli)
+#     (apt-get as root, else
 #     the command is printed and setup fails), and target/compat/go-probe, built
 #     offline GOPATH-style from tests/clients/go/probe.go (rebuilt only when the
 #     source, Go or the SDK package changed);
@@ -173,9 +175,14 @@ npm_ci "$repo/tests/clients/js" @aws-sdk/credential-providers
 
 # --- SDK compatibility matrix: Go v2 and Ruby from Debian ----------------------
 # No Go module proxy or rubygems is needed: Debian packages the SDKs.
-# Also: systemd (systemd-analyze, for the unit-file tests) and util-linux
-# (runuser, unshare: clients as other users, network namespaces).
-compat_debs=(golang-go golang-github-aws-aws-sdk-go-v2-dev ruby ruby-aws-sdk-core systemd util-linux)
+# Also: systemd (systemd-analyze, for the unit-file tests), util-linux
+# (runuser, unshare: clients as other users, network namespaces), and podman
+# with runc (crun fails on some cgroup layouts) plus debootstrap for the
+# container test, which builds its Debian base offline (tests/e2e/test_container.py).
+compat_debs=(golang-go golang-github-aws-aws-sdk-go-v2-dev ruby ruby-aws-sdk-core systemd util-linux podman runc debootstrap)
+# The old botocore (1.29) and boto3 (1.26) of Debian 12, run by the system Python (issue 12).
+# And Debian 12's AWS CLI v2 (`awscli` 2.9, /usr/bin/aws, with its own vendored botocore).
+compat_debs+=(python3-botocore python3-boto3 awscli)
 deb_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 if command -v dpkg-query >/dev/null 2>&1; then
   missing_debs=()

@@ -51,9 +51,18 @@ pub const MIN_ECS_TOKEN_LEN: usize = 16;
 pub const DAEMON_FILE: &str = "daemon.json";
 
 /// Load the ECS token, creating it (32 random bytes, base64url, no newline,
-/// 0600 in a 0700 directory) if the file does not exist.
-pub fn ecs_token(path: &Path) -> Result<SecretString, StartupError> {
-    match fsutil::read_secret_file(path) {
+/// 0600 in a 0700 directory) if the file does not exist. `group_readable`
+/// (`server.ecs_token_group_readable`): the file is made 0640 and a
+/// directory of ours 0750, so an app container in the file's group (a
+/// sidecar's `group_add` / `fsGroup`) can read the token without being us.
+pub fn ecs_token(path: &Path, group_readable: bool) -> Result<SecretString, StartupError> {
+    let read = if group_readable {
+        share_ecs_token(path)?;
+        fsutil::read_group_shared_secret_file(path)
+    } else {
+        fsutil::read_secret_file(path)
+    };
+    match read {
         Ok(t) if t.len() >= MIN_ECS_TOKEN_LEN => Ok(secret(t)),
         Ok(t) => Err(StartupError::Usage(format!(
             "ECS token file {} holds {} characters; at least {MIN_ECS_TOKEN_LEN} are needed \
@@ -73,6 +82,9 @@ pub fn ecs_token(path: &Path) -> Result<SecretString, StartupError> {
                     path.display()
                 ))
             })?;
+            if group_readable {
+                share_ecs_token(path)?;
+            }
             tracing::info!(path = %path.display(), "created a new ECS authorization token");
             Ok(secret(tok))
         }
@@ -85,6 +97,20 @@ pub fn ecs_token(path: &Path) -> Result<SecretString, StartupError> {
             path.display()
         ))),
     }
+}
+
+/// Open the ECS token file (when it exists) and its directory to their group.
+fn share_ecs_token(path: &Path) -> Result<(), StartupError> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    for p in dir.into_iter().chain(path.exists().then_some(path)) {
+        fsutil::share_with_group(p).map_err(|e| {
+            StartupError::Other(format!(
+                "server.ecs_token_group_readable: cannot let the group read {}: {e}",
+                p.display()
+            ))
+        })?;
+    }
+    Ok(())
 }
 
 /// What `daemon.json` says.
@@ -211,7 +237,10 @@ impl<F: SourceFactory> App<F> {
             prepare_profile(p)?;
         }
         fsutil::remove_stale_temps(&config.server.runtime_dir.join(DAEMON_FILE));
-        let token = ecs_token(&config.server.ecs_token_file)?;
+        let token = ecs_token(
+            &config.server.ecs_token_file,
+            config.server.ecs_token_group_readable,
+        )?;
         let mut deps = deps;
         let listener = match deps.listener.take() {
             Some(l) => l,
@@ -272,6 +301,8 @@ impl<F: SourceFactory> App<F> {
             Shared::new(Registry::default(), token, deps.clock.clone())
                 .with_metrics(deps.metrics.clone()),
         );
+        let (control, commands) = crate::control::Control::channel();
+        let _ = shared.control.set(control);
         let main = Arc::new(ServerState::new(shared.clone(), main_view(&config, addr)));
         let mut sup = Supervisor::new(
             shared.clone(),
@@ -307,7 +338,7 @@ impl<F: SourceFactory> App<F> {
 
         let mut reloader = reload::Reloader::new(config, deps.env, addr);
         reloader
-            .serve_until(shutdown, &mut sup, &main, &info_path)
+            .serve_until(shutdown, &mut sup, &main, &info_path, commands)
             .await;
 
         tracing::info!("shutting down");

@@ -53,6 +53,7 @@ impl Reloader {
         sup: &mut Supervisor<F>,
         main: &Arc<ServerState>,
         info_path: &Path,
+        mut commands: crate::control::Receiver,
     ) {
         let (tx, mut rx) = mpsc::channel::<()>(1);
         let _watch = watch_config(&self.current.source, tx);
@@ -66,6 +67,7 @@ impl Reloader {
                     self.reload(sup, main, info_path).await;
                     sup.wake_all(Wake::Hangup);
                 }
+                Some(req) = commands.recv() => sup.apply(req).await,
                 Some(()) = rx.recv() => {
                     tokio::time::sleep(DEBOUNCE).await;
                     while rx.try_recv().is_ok() {}
@@ -120,6 +122,7 @@ fn keep_restart_only(current: &Config, mut new: Config) -> Config {
     new.server.listen = current.server.listen;
     new.server.ecs_token_file = current.server.ecs_token_file.clone();
     new.server.runtime_dir = current.server.runtime_dir.clone();
+    new.server.ecs_token_group_readable = current.server.ecs_token_group_readable;
     new
 }
 

@@ -23,6 +23,15 @@ pub trait SourceFactory: Send + Sync + 'static {
         &self,
         profile: &ProfileConfig,
     ) -> impl Future<Output = Result<Self::Source, UpstreamError>> + Send;
+
+    /// Forget the session state kept in memory for `token_file` (a sign-in
+    /// or sign-out replaced the token): no rotated token or id_token of the
+    /// old session is used again. The login itself stays shared, so a
+    /// refresh still in flight and the next one are serialized by its lock.
+    fn reset(&self, token_file: &std::path::Path) -> impl Future<Output = ()> + Send {
+        let _ = token_file;
+        async {}
+    }
 }
 
 /// The real upstream: a [`Chain`] per profile, logins shared per token file.
@@ -78,6 +87,17 @@ impl UpstreamSources {
 
 impl SourceFactory for UpstreamSources {
     type Source = Chain;
+
+    async fn reset(&self, token_file: &std::path::Path) {
+        let login = {
+            let map = self.logins.lock().unwrap_or_else(|p| p.into_inner());
+            map.get(&token_file_key(token_file))
+                .and_then(|(_, w)| w.upgrade())
+        };
+        if let Some(login) = login {
+            login.reset().await;
+        }
+    }
 
     async fn build(&self, profile: &ProfileConfig) -> Result<Chain, UpstreamError> {
         let sdk = aws::sdk_config(profile).await;

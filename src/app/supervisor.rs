@@ -20,7 +20,8 @@ use tracing::Instrument;
 
 use super::SourceFactory;
 use crate::clock::SharedClock;
-use crate::config::{ProfileChange, ProfileConfig};
+use crate::config::{ProfileChange, ProfileConfig, token_file_key};
+use crate::control::{Command, Refusal};
 use crate::refresher::{self, Wake};
 use crate::server::{self, ListenerView, ServerState, Shared};
 use crate::store::{ProfileEntry, ProfileInfo, ProfileStore};
@@ -228,6 +229,91 @@ impl<F: SourceFactory> Supervisor<F> {
             }
             old.cancel();
         });
+    }
+
+    /// The running profiles that share `name`'s sign-in (its refresh-token
+    /// file), `name` first.
+    fn sharing(&self, name: &str) -> Result<(PathBuf, Vec<String>), Refusal> {
+        let r = self
+            .profiles
+            .get(name)
+            .ok_or_else(|| Refusal::UnknownProfile(name.to_owned()))?;
+        let file = r.config.login.refresh_token_file().ok_or_else(|| {
+            Refusal::Invalid(format!(
+                "profile {name:?} has no sign-in (login.kind = \"none\")"
+            ))
+        })?;
+        let key = token_file_key(file);
+        let mut names = vec![name.to_owned()];
+        names.extend(
+            self.profiles
+                .iter()
+                .filter(|(n, o)| {
+                    n.as_str() != name
+                        && o.config
+                            .login
+                            .refresh_token_file()
+                            .is_some_and(|f| token_file_key(f) == key)
+                })
+                .map(|(n, _)| n.clone()),
+        );
+        Ok((file.to_path_buf(), names))
+    }
+
+    /// A sign-in stored a new refresh token: every profile on it restarts
+    /// with fresh login state, dropping the old identity's credentials at
+    /// once, and refreshes now.
+    pub async fn signed_in(&mut self, name: &str) -> Result<Vec<String>, Refusal> {
+        let (file, names) = self.sharing(name)?;
+        self.factory.reset(&file).await;
+        for n in &names {
+            let Some(cfg) = self.profiles.get(n).map(|r| r.config.clone()) else {
+                continue;
+            };
+            // Stop the old refresher before the new one reads the file.
+            if let Some(r) = self.profiles.get(n) {
+                r.cancel.cancel();
+            }
+            self.replace(&cfg, ProfileChange::Identity)
+                .await
+                .map_err(Refusal::Invalid)?;
+        }
+        self.watch_token_files();
+        tracing::info!(profiles = ?names, "signed in: refreshing at once");
+        Ok(names)
+    }
+
+    /// A sign-out deleted the refresh token: every profile on it stops
+    /// refreshing and its credentials are dropped now (state `logged_out`).
+    pub async fn signed_out(&mut self, name: &str) -> Result<Vec<String>, Refusal> {
+        let (file, names) = self.sharing(name)?;
+        for n in &names {
+            let Some(r) = self.profiles.get(n) else {
+                continue;
+            };
+            r.cancel.cancel();
+            let (store, reader) = ProfileStore::new();
+            store.update(|s| s.state = crate::store::State::LoggedOut);
+            let entry = ProfileEntry {
+                info: Arc::new(profile_info(&r.config)),
+                reader,
+            };
+            self.shared.registry.insert(n.clone(), entry);
+        }
+        // After the refreshers are stopped: a refresh in flight finishes
+        // (and saves a rotation) before the token is revoked and deleted.
+        self.factory.reset(&file).await;
+        tracing::info!(profiles = ?names, "signed out: credentials dropped");
+        Ok(names)
+    }
+
+    /// Apply a command from the admin API.
+    pub async fn apply(&mut self, req: crate::control::Request) {
+        let result = match req.command {
+            Command::LoggedIn => self.signed_in(&req.profile).await,
+            Command::LoggedOut => self.signed_out(&req.profile).await,
+        };
+        let _ = req.reply.send(result);
     }
 
     /// Apply new `[server]` serving options to every per-profile listener.

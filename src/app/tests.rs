@@ -63,16 +63,47 @@ async fn build_checks_directories_and_cleans_up_before_anything_runs() {
 fn ecs_token_is_created_strong_and_weak_ones_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("run").join("ecs-token");
-    let t = ecs_token(&p).unwrap();
+    let t = ecs_token(&p, false).unwrap();
     assert_eq!(t.expose_secret().len(), 43);
     assert_eq!(std::fs::read_to_string(&p).unwrap(), t.expose_secret());
-    assert_eq!(ecs_token(&p).unwrap().expose_secret(), t.expose_secret());
+    assert_eq!(
+        ecs_token(&p, false).unwrap().expose_secret(),
+        t.expose_secret()
+    );
     std::fs::write(&p, "abcd").unwrap();
-    let e = ecs_token(&p).unwrap_err();
+    let e = ecs_token(&p, false).unwrap_err();
     assert_eq!(e.exit_code(), crate::EXIT_USAGE);
     assert!(
         e.to_string().contains("4 characters") && !e.to_string().contains("abcd"),
         "{e}"
+    );
+}
+
+#[test]
+fn ecs_token_can_be_shared_with_the_group_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("ecs");
+    crate::fsutil::ensure_private_dir(&run).unwrap();
+    let p = run.join("ecs-token");
+    let t = ecs_token(&p, true).unwrap();
+    assert_eq!((mode(&run), mode(&p)), (0o750, 0o640));
+    // An existing 0600 token is opened to the group on the next start, and
+    // read back without being refused.
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(
+        ecs_token(&p, true).unwrap().expose_secret(),
+        t.expose_secret()
+    );
+    assert_eq!(mode(&p), 0o640);
+    // Never writable by the group, and without the option nothing changes.
+    let other = dir.path().join("own").join("ecs-token");
+    crate::fsutil::ensure_private_dir(other.parent().unwrap()).unwrap();
+    ecs_token(&other, false).unwrap();
+    assert_eq!(
+        (mode(other.parent().unwrap()), mode(&other)),
+        (0o700, 0o600)
     );
 }
 

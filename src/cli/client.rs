@@ -99,22 +99,23 @@ pub fn daemon_addr(cfg: &Config) -> Result<SocketAddr, Error> {
 /// file means no daemon ever ran with this config (69).
 pub fn read_ecs_token(cfg: &Config) -> Result<SecretString, Error> {
     let path = &cfg.server.ecs_token_file;
-    crate::fsutil::read_secret_file(path)
-        .map(crate::secret::secret)
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::PermissionDenied => {
-                Error::Usage(format!("server.ecs_token_file: {e}"))
-            }
-            std::io::ErrorKind::NotFound => Error::Unavailable(format!(
-                "the ECS token file {} does not exist: the daemon creates it when it starts; \
+    let read = if cfg.server.ecs_token_group_readable {
+        crate::fsutil::read_group_shared_secret_file(path)
+    } else {
+        crate::fsutil::read_secret_file(path)
+    };
+    read.map(crate::secret::secret).map_err(|e| match e.kind() {
+        std::io::ErrorKind::PermissionDenied => Error::Usage(format!("server.ecs_token_file: {e}")),
+        std::io::ErrorKind::NotFound => Error::Unavailable(format!(
+            "the ECS token file {} does not exist: the daemon creates it when it starts; \
                  start it with `credbroker serve`",
-                path.display()
-            )),
-            _ => Error::Unavailable(format!(
-                "cannot read the ECS token file {}: {e} (is the daemon running?)",
-                path.display()
-            )),
-        })
+            path.display()
+        )),
+        _ => Error::Unavailable(format!(
+            "cannot read the ECS token file {}: {e} (is the daemon running?)",
+            path.display()
+        )),
+    })
 }
 
 /// An HTTP client for loopback: no proxy, no redirects, short timeouts.
@@ -209,9 +210,13 @@ pub fn not_serving_hint(name: &str, p: &Value) -> String {
                 .as_str()
                 .unwrap_or("its refresh-token file");
             format!(
-                "profile {name} needs a new login: write a fresh refresh token to {file} \
-                 (the daemon picks it up at once; `credbroker status` shows why)"
+                "profile {name} needs a new login: run `credbroker login --profile {name}` \
+                 (or write a fresh refresh token to {file}; the daemon picks it up at once; \
+                 `credbroker status` shows why)"
             )
+        }
+        "logged_out" => {
+            format!("profile {name} is signed out: run `credbroker login --profile {name}`")
         }
         "starting" => format!(
             "profile {name} has no credentials yet (starting{why}); retry in a few seconds, \
@@ -379,6 +384,42 @@ impl DaemonClient {
             self.addr(),
             self.token_file.display()
         ))
+    }
+
+    /// `POST /v1/profiles/<profile>/<action>` (`login`, `logout`): the
+    /// profiles the daemon applied it to.
+    pub async fn command(&self, profile: &str, action: &str) -> Result<Vec<String>, Error> {
+        let req = self
+            .request(
+                reqwest::Method::POST,
+                &format!("/v1/profiles/{profile}/{action}"),
+            )
+            .header(reqwest::header::AUTHORIZATION, self.token.expose_secret());
+        let a = self.send(req, self.addr()).await?;
+        let message = || {
+            serde_json::from_str::<Value>(&a.body)
+                .ok()
+                .and_then(|v| v["message"].as_str().map(str::to_owned))
+                .unwrap_or_default()
+        };
+        match a.status {
+            200 => Ok(serde_json::from_str::<Value>(&a.body)
+                .ok()
+                .and_then(|v| serde_json::from_value(v["profiles"].clone()).ok())
+                .unwrap_or_default()),
+            401 => Err(self.refused_token()),
+            404 => Err(Error::Usage(format!(
+                "the daemon at {} does not know profile {profile:?} (started with another \
+                 config? restart it)",
+                self.addr()
+            ))),
+            400 => Err(Error::Usage(message())),
+            code => Err(Error::Other(format!(
+                "the daemon at {} answered HTTP {code} to {action}: {}",
+                self.addr(),
+                message()
+            ))),
+        }
     }
 
     /// `GET /v1/status`.

@@ -1,6 +1,7 @@
 //! Command line: the daemon (`serve`), its config (`check-config`), the
 //! client commands that consume a running daemon (`status`, `env`, `exec`,
-//! `credential-process`, `doctor`) and the generated `completions` and `man`.
+//! `credential-process`, `doctor`, `healthcheck`) and the generated
+//! `completions` and `man`.
 //!
 //! Every client command finds the daemon through [`client`]: its live
 //! address comes from `daemon.json` in the runtime directory (the daemon may
@@ -12,7 +13,7 @@
 //! Exit codes ([`Error::exit_code`]): 0 success, 64 usage or config error, 69
 //! the daemon is not reachable (or the port is taken, for `serve`), 3 a
 //! profile is not serving valid credentials (`status`,
-//! `credential-process`), 1 anything else (`doctor`: some check failed);
+//! `credential-process`, `healthcheck --ready`), 1 anything else (`doctor`: some check failed);
 //! `exec` exits with its child's code (128+n when a signal killed it).
 
 pub mod client;
@@ -22,6 +23,8 @@ mod env;
 mod error;
 mod exec;
 mod generate;
+mod healthcheck;
+mod login;
 mod status;
 
 use std::ffi::OsString;
@@ -121,6 +124,59 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Sign in at the profile's identity provider and hand the refresh token
+    /// to the daemon: the browser (authorization code + PKCE, loopback
+    /// redirect) where one can be opened, else the device code flow.
+    Login {
+        /// Profile [default: the only one with an OIDC login, else server.imds_profile].
+        #[arg(long)]
+        profile: Option<String>,
+        /// Device authorization grant: print a URL and a code to enter on any
+        /// device (SSH sessions, containers, headless hosts).
+        #[arg(long, conflicts_with = "browser")]
+        device: bool,
+        /// Browser sign-in (authorization code + PKCE).
+        #[arg(long)]
+        browser: bool,
+        /// Browser sign-in, printing the URL instead of opening a browser.
+        #[arg(long, conflicts_with = "device")]
+        no_browser: bool,
+        /// Give up after this long [default: 10m].
+        #[arg(long, value_parser = humantime::parse_duration)]
+        timeout: Option<std::time::Duration>,
+        /// Cognito user pools: the username [default: login.username, else asked].
+        #[arg(long)]
+        username: Option<String>,
+        /// Cognito user pools: read the password (then any MFA code) from
+        /// stdin, one per line, instead of prompting (for scripts).
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Sign out: revoke the refresh token at the identity provider, delete it
+    /// and the cached identity, and have the daemon drop the credentials now.
+    Logout {
+        /// Profile [default: as for `login`].
+        #[arg(long, conflicts_with = "all")]
+        profile: Option<String>,
+        /// Every profile with a sign-in.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Probe the running daemon's /healthz (or /readyz with --ready) and exit
+    /// 0 when it answers healthy: for container HEALTHCHECKs and Kubernetes
+    /// exec probes (no curl or shell needed). Exit 69 when nothing answers,
+    /// 3 when it is alive but not ready, 1 for any other answer.
+    Healthcheck {
+        /// Probe /readyz (every profile serves valid credentials) instead of
+        /// /healthz (the daemon serves HTTP).
+        #[arg(long)]
+        ready: bool,
+        /// The daemon's address, e.g. http://127.0.0.1:9911 [default: from
+        /// daemon.json in server.runtime_dir, else server.listen; no config
+        /// is read when this is given].
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+    },
     /// Print a shell completion script (generated from these definitions).
     Completions {
         /// The shell.
@@ -195,6 +251,38 @@ async fn dispatch(cli: Cli) -> Result<u8, Error> {
         } => {
             let mode = TokenMode::from_flag(inline_token);
             exec::run(&load()?, &env, profile.as_deref(), mode, &command).await
+        }
+        Command::Login {
+            profile,
+            device,
+            browser,
+            no_browser,
+            timeout,
+            username,
+            password_stdin,
+        } => {
+            let flags = login::LoginFlags {
+                device,
+                browser,
+                no_browser,
+                timeout,
+                username,
+                password_stdin,
+            };
+            login::login(&load()?, &env, profile.as_deref(), flags).await
+        }
+        Command::Logout { profile, all } => login::logout(&load()?, profile.as_deref(), all).await,
+        Command::Healthcheck { ready, url } => {
+            let target = match url {
+                Some(u) => healthcheck::target_from_url(&u)?,
+                None => healthcheck::target_from_config(&load()?)?,
+            };
+            let which = if ready {
+                healthcheck::Probe::Ready
+            } else {
+                healthcheck::Probe::Live
+            };
+            healthcheck::run(&target, which).await
         }
         Command::CredentialProcess { profile } => {
             let doc = credential_process::document(&load()?, profile.as_deref()).await?;

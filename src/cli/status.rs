@@ -13,8 +13,9 @@ use crate::config::Config;
 pub struct StatusReport {
     /// The text (or JSON) to print.
     pub output: String,
-    /// Profiles that are not serving valid credentials, with their state.
-    pub not_serving: Vec<(String, String)>,
+    /// Profiles that are not serving valid credentials: name, state, and
+    /// what to do.
+    pub not_serving: Vec<(String, String, String)>,
 }
 
 /// `credbroker status`: fetch `/v1/status` from the running daemon.
@@ -30,9 +31,10 @@ pub async fn status(cfg: &Config, json: bool) -> Result<StatusReport, Error> {
                     (
                         n.clone(),
                         p["state"].as_str().unwrap_or("unknown").to_owned(),
+                        super::client::not_serving_hint(n, p),
                     )
                 })
-                .filter(|(_, st)| !SERVING.contains(&st.as_str()))
+                .filter(|(_, st, _)| !SERVING.contains(&st.as_str()))
                 .collect()
         })
         .unwrap_or_default();
@@ -58,7 +60,7 @@ pub async fn run(cfg: &Config, json: bool) -> Result<u8, Error> {
     let names: Vec<String> = report
         .not_serving
         .iter()
-        .map(|(n, s)| format!("{n} ({s})"))
+        .map(|(n, s, hint)| format!("{n} ({s}): {hint}"))
         .collect();
     Err(Error::NotServing(format!(
         "not serving: {}",

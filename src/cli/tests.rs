@@ -465,3 +465,88 @@ fn the_command_line_parses() {
     assert!(Cli::try_parse_from(["credbroker", "exec"]).is_err());
     <Cli as clap::CommandFactory>::command().debug_assert();
 }
+
+#[test]
+fn healthcheck_url_must_be_a_bare_http_address() {
+    use super::healthcheck::target_from_url;
+    let t = target_from_url("http://127.0.0.1:9911/").unwrap();
+    assert_eq!(t.base, "http://127.0.0.1:9911");
+    for bad in [
+        "https://127.0.0.1:9911",
+        "127.0.0.1:9911",
+        "http://127.0.0.1:9911/healthz",
+        "http://127.0.0.1:9911/?x=1",
+        "not a url",
+    ] {
+        let e = target_from_url(bad).unwrap_err();
+        assert_eq!(e.exit_code(), crate::EXIT_USAGE, "{bad}: {e}");
+        assert!(e.to_string().contains("http://HOST:PORT"), "{bad}: {e}");
+    }
+}
+
+/// `healthcheck` against the real router on a real socket: alive and ready,
+/// alive but not ready (exit 3), and nothing listening (exit 69).
+#[tokio::test]
+async fn healthcheck_tells_alive_ready_and_gone_apart() {
+    use super::healthcheck::{Probe, probe, target_from_url};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let clock: crate::clock::SharedClock = Arc::new(crate::clock::SystemClock);
+    let (state, store) = crate::testing::server_state(addr, clock, "us-east-1", false, &[]);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let server = tokio::spawn({
+        let stop = stop.clone();
+        crate::server::serve(
+            listener,
+            crate::server::router(state),
+            crate::server::Limits::default(),
+            async move { stop.cancelled().await },
+        )
+    });
+    let target = target_from_url(&format!("http://{addr}")).unwrap();
+    let live = probe(&target, Probe::Live).await.unwrap();
+    assert!(
+        live.starts_with("healthy:") && live.contains(&addr.to_string()),
+        "{live}"
+    );
+    let ready = probe(&target, Probe::Ready).await.unwrap();
+    assert!(ready.starts_with("ready:"), "{ready}");
+
+    store.update(|s| s.served = None);
+    assert!(
+        probe(&target, Probe::Live).await.is_ok(),
+        "alive without credentials"
+    );
+    let e = probe(&target, Probe::Ready).await.unwrap_err();
+    assert_eq!(e.exit_code(), crate::EXIT_NOT_SERVING, "{e}");
+    assert!(e.to_string().starts_with("not ready:"), "{e}");
+
+    stop.cancel();
+    server.await.unwrap().unwrap();
+    let e = probe(&target, Probe::Live).await.unwrap_err();
+    assert_eq!(e.exit_code(), crate::EXIT_UNAVAILABLE, "{e}");
+    assert!(
+        e.to_string()
+            .contains(&format!("no credbroker daemon answers at {addr}")),
+        "{e}"
+    );
+    assert!(!e.to_string().contains('\n'), "{e}");
+}
+
+/// Without `--url`, the address comes from `daemon.json`, else `server.listen`.
+#[test]
+fn healthcheck_finds_the_daemon_like_every_client_command() {
+    use super::healthcheck::target_from_config;
+    let dir = tempfile::tempdir().unwrap();
+    let c = cfg(dir.path());
+    let t = target_from_config(&c).unwrap();
+    assert_eq!(t.base, "http://127.0.0.1:7777");
+    assert!(t.source.contains("server.listen"), "{t:?}");
+    let run = dir.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    std::fs::set_permissions(&run, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    write_daemon_file(&run, "127.0.0.1:4321", &[]);
+    let t = target_from_config(&c).unwrap();
+    assert_eq!(t.base, "http://127.0.0.1:4321");
+    assert!(t.source.ends_with("daemon.json"), "{t:?}");
+}

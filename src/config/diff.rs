@@ -40,7 +40,9 @@ impl ConfigDiff {
         for (name, p) in &new.profiles {
             match old.profiles.get(name) {
                 None => d.added.push(name.clone()),
-                Some(o) if o != p => d.changed.push((name.clone(), profile_change(o, p))),
+                Some(o) if !same_serving(o, p) => {
+                    d.changed.push((name.clone(), profile_change(o, p)))
+                }
                 Some(_) => {}
             }
         }
@@ -67,6 +69,15 @@ impl ConfigDiff {
     }
 }
 
+/// Equal but for the sign-in settings, which only `credbroker login` reads.
+fn same_serving(o: &ProfileConfig, n: &ProfileConfig) -> bool {
+    o.name == n.name && {
+        let mut n = n.clone();
+        n.sign_in = o.sign_in.clone();
+        *o == n
+    }
+}
+
 fn server_changes(o: &ServerConfig, n: &ServerConfig, d: &mut ConfigDiff) {
     let live = [
         ("server.imds", o.imds != n.imds),
@@ -87,6 +98,10 @@ fn server_changes(o: &ServerConfig, n: &ServerConfig, d: &mut ConfigDiff) {
             o.ecs_token_file != n.ecs_token_file,
         ),
         ("server.runtime_dir", o.runtime_dir != n.runtime_dir),
+        (
+            "server.ecs_token_group_readable",
+            o.ecs_token_group_readable != n.ecs_token_group_readable,
+        ),
         (
             "server.metrics_listen",
             o.metrics_listen != n.metrics_listen,

@@ -29,6 +29,11 @@ impl fmt::Display for Config {
         writeln!(f, "allowed_hosts = [{}]", hosts.join(", "))?;
         writeln!(f, "strict_permissions = {}", self.server.strict_permissions)?;
         writeln!(f, "allowed_uids = {}", access(&self.server.allowed_uids))?;
+        writeln!(
+            f,
+            "ecs_token_group_readable = {}",
+            self.server.ecs_token_group_readable
+        )?;
         if let Some(a) = self.server.metrics_listen {
             writeln!(f, "metrics_listen = {}", q(&a.to_string()))?;
         }
@@ -72,6 +77,14 @@ impl fmt::Display for Config {
                     if let Some(s) = &o.scopes {
                         let s: Vec<String> = s.iter().map(|x| q(x)).collect();
                         writeln!(f, "scopes = [{}]", s.join(", "))?;
+                    }
+                    writeln!(
+                        f,
+                        "prompt = {}",
+                        q(pr.sign_in.prompt.as_deref().unwrap_or(""))
+                    )?;
+                    if let Some(r) = &pr.sign_in.redirect_uri {
+                        writeln!(f, "redirect_uri = {}", q(r.as_str()))?;
                     }
                 }
                 LoginConfig::UserPool(u) => {

@@ -38,9 +38,15 @@ pub use validate::{AWS_ENDPOINT_VARS, token_file_key};
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9911";
 /// Default IMDS role name served under `security-credentials/`.
 pub const DEFAULT_ROLE_NAME: &str = "credbroker";
-/// Default lead time: botocore keeps using IMDS credentials up to ~25 min past
-/// their expiry when fewer remain (protocol.md 1.6), so we rotate 30 min early.
-pub const DEFAULT_REFRESH_BEFORE: Duration = Duration::from_secs(30 * 60);
+/// Default lead time (capped at half the lifetime by the refresher). 60 min:
+/// the largest advisory window of any SDK (Rust and Java v2 start refreshing
+/// 60 min early for credentials living 90 min or more), so an SDK's first
+/// early refresh already finds new credentials; with 1 h sessions the cap
+/// makes it 30 min, beyond botocore's IMDS stretch (17–25 min, protocol.md
+/// 1.6) and every mandatory window (botocore 10 min at most). The table is in
+/// docs/compatibility.md ("Refresh windows"), checked by
+/// `refresher::tests::default_lead_clears_every_sdk_window`.
+pub const DEFAULT_REFRESH_BEFORE: Duration = Duration::from_secs(60 * 60);
 /// Default STS role session name.
 pub const DEFAULT_SESSION_NAME: &str = "credbroker";
 
@@ -116,6 +122,9 @@ pub struct ServerConfig {
     /// Which local users may read credentials (the caller's uid comes from
     /// the kernel, see [`crate::peer`]). Default: the daemon's own user.
     pub allowed_uids: Access,
+    /// Let the ECS token file's group read it (0640, its directory 0750): a
+    /// sidecar's app container in that group reads the token the daemon made.
+    pub ecs_token_group_readable: bool,
     /// A second listener serving only `/metrics`, `/healthz` and `/readyz`
     /// (no credentials, so any address is allowed, e.g. a pod IP).
     pub metrics_listen: Option<SocketAddr>,
@@ -142,6 +151,9 @@ pub struct ProfileConfig {
     pub state_dir: PathBuf,
     /// How the IdP token is obtained.
     pub login: LoginConfig,
+    /// How `credbroker login` signs in (not used by the daemon; a change
+    /// restarts nothing).
+    pub sign_in: SignIn,
     /// How AWS credentials are obtained.
     pub aws: AwsConfig,
 }
@@ -191,6 +203,27 @@ impl LoginConfig {
             LoginConfig::Oidc(o) => Some(&o.refresh_token_file),
             LoginConfig::UserPool(u) => Some(&u.refresh_token_file),
             LoginConfig::None => None,
+        }
+    }
+}
+
+/// Interactive sign-in settings (`credbroker login`), OIDC only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignIn {
+    /// `prompt` sent in the authorization request (`login.prompt`, default
+    /// `consent`: several IdPs drop `offline_access` without it); `None`
+    /// sends none (`login.prompt = ""`).
+    pub prompt: Option<String>,
+    /// A fixed loopback redirect URI (`login.redirect_uri`) for IdPs that
+    /// need an exact registered one; else `http://127.0.0.1:<ephemeral>/callback`.
+    pub redirect_uri: Option<Url>,
+}
+
+impl Default for SignIn {
+    fn default() -> Self {
+        SignIn {
+            prompt: Some("consent".into()),
+            redirect_uri: None,
         }
     }
 }

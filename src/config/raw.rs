@@ -43,6 +43,7 @@ pub struct RawServer {
     pub allowed_hosts: Option<StringList>,
     pub strict_permissions: Option<bool>,
     pub allowed_uids: Option<StringList>,
+    pub ecs_token_group_readable: Option<bool>,
     pub metrics_listen: Option<String>,
 }
 
@@ -76,6 +77,8 @@ pub struct RawLogin {
     pub username: Option<String>,
     pub refresh_token_file: Option<PathBuf>,
     pub scopes: Option<StringList>,
+    pub prompt: Option<String>,
+    pub redirect_uri: Option<String>,
 }
 
 /// `[profiles.<name>.aws]` as written.

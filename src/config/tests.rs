@@ -203,6 +203,18 @@ fn profiles_share_a_refresh_token_file_only_with_one_login() {
 }
 
 #[test]
+fn ecs_token_group_readable_is_off_unless_asked_and_needs_a_restart() {
+    let c = load_str(GOOD, &env()).unwrap();
+    assert!(!c.server.ecs_token_group_readable);
+    let shared = format!("[server]\necs_token_group_readable = true\n{GOOD}");
+    let n = load_str(&shared, &env()).unwrap();
+    assert!(n.server.ecs_token_group_readable);
+    assert!(n.to_string().contains("ecs_token_group_readable = true"));
+    let d = ConfigDiff::between(&c, &n);
+    assert_eq!(d.restart_needed, vec!["server.ecs_token_group_readable"]);
+}
+
+#[test]
 fn runtime_dir_falls_back_to_per_user_directories() {
     let mut e = env();
     e.remove("XDG_RUNTIME_DIR");
@@ -266,6 +278,45 @@ mod example_tests {
         let c = load(&path, &env).unwrap();
         assert_eq!(c.profiles["default"].aws.flow(), AwsFlow::Cognito);
     }
+}
+
+#[test]
+fn sign_in_settings_are_checked_and_restart_nothing() {
+    let base = |extra: &str| {
+        format!(
+            "[profiles.p]\nregion = \"us-east-1\"\n[profiles.p.login]\nkind = \"oidc\"\nissuer = \"https://idp.example\"\nclient_id = \"c\"\n{extra}\n\
+             [profiles.p.aws]\nflow = \"sts\"\nrole_arn = \"arn:aws:iam::123456789012:role/R\"\n"
+        )
+    };
+    let ok = load_str(&base(""), &env()).unwrap();
+    assert_eq!(ok.profiles["p"].sign_in.prompt.as_deref(), Some("consent"));
+    let none = load_str(&base("prompt = \"\""), &env()).unwrap();
+    assert_eq!(none.profiles["p"].sign_in.prompt, None);
+    for (extra, key) in [
+        ("prompt = \"always\"", "login.prompt"),
+        (
+            "redirect_uri = \"http://192.0.2.1:80/cb\"",
+            "login.redirect_uri",
+        ),
+        (
+            "redirect_uri = \"https://127.0.0.1:8765/cb\"",
+            "login.redirect_uri",
+        ),
+        (
+            "redirect_uri = \"http://127.0.0.1/cb\"",
+            "login.redirect_uri",
+        ),
+    ] {
+        let e = load_str(&base(extra), &env()).unwrap_err().to_string();
+        assert!(e.contains(key), "{extra}: {e}");
+    }
+    let fixed = load_str(
+        &base("redirect_uri = \"http://127.0.0.1:8765/callback\""),
+        &env(),
+    )
+    .unwrap();
+    // Only `credbroker login` reads these: a reload that changes them restarts nothing.
+    assert!(ConfigDiff::between(&ok, &fixed).is_empty());
 }
 
 #[test]

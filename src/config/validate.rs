@@ -191,6 +191,7 @@ pub(super) fn validate(raw: RawConfig, path: &Path, env: &Env) -> Result<Config,
             allowed_hosts,
             strict_permissions: rs.strict_permissions.unwrap_or(false),
             allowed_uids,
+            ecs_token_group_readable: rs.ecs_token_group_readable.unwrap_or(false),
             metrics_listen,
         },
         profiles,
@@ -342,6 +343,7 @@ fn validate_profile(v: &V<'_>, name: &str, p: RawProfile) -> Result<ProfileConfi
         &k("aws"),
         "section: [profiles.NAME.aws] with flow = \"cognito\", \"cognito-basic\" or \"sts\"",
     )?;
+    let sign_in = validate_sign_in(v, name, &rl)?;
     let login = validate_login(v, name, rl, &state_dir)?;
     let aws = validate_aws(v, name, ra, &login, &state_dir)?;
     let region = profile_region(v, name, p.region, &aws, &login)?;
@@ -354,6 +356,7 @@ fn validate_profile(v: &V<'_>, name: &str, p: RawProfile) -> Result<ProfileConfi
         allowed_uids,
         refresh_before,
         login,
+        sign_in,
         aws,
         state_dir,
     })
@@ -389,6 +392,67 @@ fn profile_region(
         return Err(v.err(&key, format!("invalid region {region:?}")));
     }
     Ok(region)
+}
+
+/// `login.prompt` and `login.redirect_uri` (OIDC sign-in only).
+fn validate_sign_in(v: &V<'_>, name: &str, rl: &RawLogin) -> Result<SignIn, ConfigError> {
+    let k = |s: &str| format!("profiles.{name}.login.{s}");
+    if rl.kind.as_deref() != Some("oidc") {
+        let kind = rl.kind.as_deref().unwrap_or("");
+        reject_keys(
+            v,
+            name,
+            &[
+                ("prompt", rl.prompt.is_some()),
+                ("redirect_uri", rl.redirect_uri.is_some()),
+            ],
+            kind,
+        )?;
+        return Ok(SignIn::default());
+    }
+    let prompt = match rl.prompt.as_deref() {
+        None => SignIn::default().prompt,
+        Some("") => None,
+        Some(p)
+            if p.split(' ')
+                .all(|w| ["none", "login", "consent", "select_account"].contains(&w)) =>
+        {
+            Some(p.to_owned())
+        }
+        Some(p) => {
+            return Err(v.err(
+                k("prompt"),
+                format!("invalid prompt {p:?}: \"consent\", \"login\", \"select_account\", \"none\" or \"\" (send none)"),
+            ));
+        }
+    };
+    let redirect_uri = rl
+        .redirect_uri
+        .as_deref()
+        .map(|u| loopback_redirect(v, u, &k("redirect_uri")))
+        .transpose()?;
+    Ok(SignIn {
+        prompt,
+        redirect_uri,
+    })
+}
+
+/// RFC 8252 §7.3: `http://127.0.0.1:PORT/path` (or `[::1]`, `localhost`).
+fn loopback_redirect(v: &V<'_>, raw: &str, key: &str) -> Result<Url, ConfigError> {
+    let url = Url::parse(raw).map_err(|e| v.err(key, format!("invalid URL {raw:?}: {e}")))?;
+    if url.scheme() != "http" || !crate::net::is_loopback_host(&url) {
+        return Err(v.err(
+            key,
+            format!("{raw:?} is not a loopback redirect; use http://127.0.0.1:PORT/callback (RFC 8252 §7.3)"),
+        ));
+    }
+    if url.port().is_none() {
+        return Err(v.err(
+            key,
+            format!("{raw:?} names no port; add one, e.g. http://127.0.0.1:8765/callback"),
+        ));
+    }
+    Ok(url)
 }
 
 /// `[profiles.NAME.login]`.

@@ -7,16 +7,21 @@
 //! * `GET /v1/status` (ECS token required): per-profile state, expiry, next
 //!   refresh and last error kind. Never a secret: the access key id appears
 //!   only as its last four characters.
+//! * `POST /v1/profiles/{p}/login` and `/logout` (ECS token required): sent
+//!   by `credbroker login`/`logout` once the token is stored or deleted; the
+//!   app refreshes at once or drops the credentials at once. Answer: the
+//!   profiles affected (those sharing the sign-in).
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::{SERVE_MARGIN, ServerState, ecs};
+use crate::control::{Command, Refusal};
 use crate::creds::rfc3339;
 use crate::store::ProfileEntry;
 
@@ -139,3 +144,70 @@ pub async fn status(State(st): State<Arc<ServerState>>, headers: HeaderMap) -> R
     )
         .into_response()
 }
+
+/// `POST /v1/profiles/{profile}/login`.
+pub async fn logged_in(
+    State(st): State<Arc<ServerState>>,
+    Path(profile): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    command(&st, &headers, &profile, Command::LoggedIn).await
+}
+
+/// `POST /v1/profiles/{profile}/logout`.
+pub async fn logged_out(
+    State(st): State<Arc<ServerState>>,
+    Path(profile): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    command(&st, &headers, &profile, Command::LoggedOut).await
+}
+
+async fn command(st: &ServerState, headers: &HeaderMap, profile: &str, cmd: Command) -> Response {
+    if !st.view().ecs {
+        return ecs::error(StatusCode::NOT_FOUND, "NotFound", "not served on this port");
+    }
+    if !ecs::authorized(st, headers) {
+        return ecs::error(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "missing or invalid Authorization token",
+        );
+    }
+    let Some(control) = st.shared.control.get() else {
+        return ecs::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Unavailable",
+            "this daemon takes no commands",
+        );
+    };
+    let answer = tokio::time::timeout(COMMAND_TIMEOUT, control.send(profile, cmd)).await;
+    match answer {
+        Ok(Ok(profiles)) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            json!({ "profiles": profiles }).to_string(),
+        )
+            .into_response(),
+        Ok(Err(Refusal::UnknownProfile(_))) => {
+            ecs::error(StatusCode::NOT_FOUND, "NotFound", "no such profile")
+        }
+        Ok(Err(e @ Refusal::Invalid(_))) => {
+            ecs::error(StatusCode::BAD_REQUEST, "Invalid", &e.to_string())
+        }
+        Ok(Err(e @ Refusal::Unavailable)) => ecs::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Unavailable",
+            &e.to_string(),
+        ),
+        Err(_) => ecs::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Unavailable",
+            "the daemon did not apply the command in time",
+        ),
+    }
+}
+
+/// How long a login/logout command may take to apply (it restarts or stops
+/// refreshers; no upstream call is waited for).
+const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);

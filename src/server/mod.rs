@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::http::{HeaderName, Request, header};
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
@@ -60,6 +60,9 @@ pub struct Shared {
     /// Why the last config reload was refused (writer: the app's reload
     /// path; reader: `/v1/status`). `None` when the file on disk is running.
     pub config_error: RwLock<Option<String>>,
+    /// Where `POST /v1/profiles/{p}/login|logout` send their command (set
+    /// once by the app; unset, those routes answer 503).
+    pub control: std::sync::OnceLock<crate::control::Control>,
     /// The daemon's metrics (created by `app`, see [`Shared::with_metrics`];
     /// [`Shared::new`] starts with a private set, for tests and fuzzing).
     pub metrics: Arc<Metrics>,
@@ -73,6 +76,7 @@ impl Shared {
             ecs_token,
             clock,
             config_error: RwLock::new(None),
+            control: std::sync::OnceLock::new(),
             metrics: Arc::default(),
         }
     }
@@ -296,6 +300,8 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/healthz", get(admin::healthz))
         .route("/readyz", get(admin::readyz))
         .route("/v1/status", get(admin::status))
+        .route("/v1/profiles/{profile}/login", post(admin::logged_in))
+        .route("/v1/profiles/{profile}/logout", post(admin::logged_out))
         .route("/metrics", get(admin::metrics))
         .route("/v1/credentials", get(ecs::credentials_default))
         .route("/v1/credentials/", get(ecs::credentials_default))

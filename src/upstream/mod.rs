@@ -222,8 +222,36 @@ pub enum Login {
 }
 
 impl Login {
+    /// Forget the session state kept in memory (a cached id_token, a rotated
+    /// token not saved yet): a sign-in or sign-out replaced the token in the
+    /// store. Waits for a refresh in flight, which shares the same lock, so
+    /// no token is presented twice.
+    pub async fn reset(&self) {
+        match self {
+            Login::Oidc(l) => l.reset().await,
+            Login::UserPool(l) => l.reset().await,
+            Login::Guest => {}
+        }
+    }
+
     /// An id_token: the cached one if still fresh (unless `force`), else a new one.
-    pub async fn id_token(&self, force: bool) -> Result<Option<IdToken>, UpstreamError> {
+    ///
+    /// The refresh runs in its own task, so it finishes even when the caller
+    /// is cancelled (a reload, a sign-in, shutdown): once the IdP has rotated
+    /// the refresh token, dropping the work before the new one is saved would
+    /// lose the only valid copy.
+    pub async fn id_token(self: &Arc<Self>, force: bool) -> Result<Option<IdToken>, UpstreamError> {
+        let me = Arc::clone(self);
+        tokio::spawn(async move { me.refresh(force).await })
+            .await
+            .unwrap_or_else(|e| {
+                Err(UpstreamError::Local {
+                    message: format!("the refresh task failed: {e}"),
+                })
+            })
+    }
+
+    async fn refresh(&self, force: bool) -> Result<Option<IdToken>, UpstreamError> {
         match self {
             Login::Oidc(o) => o.id_token(force).await.map(Some),
             Login::UserPool(u) => u.id_token(force).await.map(Some),

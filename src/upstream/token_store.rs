@@ -66,6 +66,11 @@ impl RotatingToken {
         self.store.read()
     }
 
+    /// Drop an unsaved rotated token (the store was replaced by a sign-in).
+    pub fn forget_pending(&mut self) {
+        self.pending = None;
+    }
+
     /// The IdP answered `presented` with `issued` (maybe the same, maybe
     /// absent): persist a rotation, keeping it in memory if that fails.
     pub fn rotated(&mut self, presented: &SecretString, issued: Option<&str>) {
@@ -106,7 +111,7 @@ impl TokenStore for TokenFile {
             service: self.service,
             code: code.into(),
             message: format!(
-                "{what}; login required: write a new refresh token to {} (the daemon picks it up automatically, or send SIGHUP)",
+                "{what}; login required: run `credbroker login`, or write a new refresh token to {} (the daemon picks it up automatically, or send SIGHUP)",
                 self.path.display()
             ),
         }

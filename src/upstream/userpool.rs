@@ -81,6 +81,14 @@ impl UserPoolLogin {
     }
 
     /// The cached id token if fresh (and not `force`), else a refreshed one.
+    /// Drop the cached id_token and any unsaved rotated token.
+    pub async fn reset(&self) {
+        let mut cache = self.cache.lock().await;
+        cache.id_token = None;
+        cache.refresh.forget_pending();
+    }
+
+    /// The cached id_token if fresh (and not `force`), else a refreshed one.
     pub async fn id_token(&self, force: bool) -> Result<IdToken, UpstreamError> {
         let mut cache = self.cache.lock().await;
         if !force

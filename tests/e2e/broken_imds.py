@@ -10,6 +10,9 @@ behaviour, same JSON) and breaks exactly one thing per variant:
     no-ttl-header     the token response lacks the TTL response header     (I7: Rust fails; Go drops to v1)
     no-ttl-header-v1  the same, but token-less GETs are allowed (IMDSv1)   (I7: Go succeeds through v1)
     no-code           the IMDS document has no ``Code``                    (I5: Go fails)
+    extra-fields      both documents carry unknown fields, an object among them, as in the
+                      cross-SDK IMDS cases (aws/aws-sdk-go-v2 credentials/ec2rolecreds/
+                      provider_sep_test.go, "UnexpectedElement1"): every client must ignore them
 
 It binds 127.0.0.1 on an ephemeral port, serves from a thread of the calling
 process, and records every request (method, path, whether a token or
@@ -29,7 +32,12 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Mapping
 
-VARIANTS = ("baseline", "role-newline", "expiration-offset", "no-ttl-header", "no-ttl-header-v1", "no-code")
+VARIANTS = ("baseline", "role-newline", "expiration-offset", "no-ttl-header", "no-ttl-header-v1", "no-code",
+            "extra-fields")
+# Unknown fields of the extra-fields variant: a nested object (the SEP's shape), a number
+# and a null, so a client that decodes into a strict schema would trip on one of them.
+EXTRA_FIELDS: dict[str, Any] = {"UnexpectedElement1": {"Name": "ignore-me-1"}, "UnexpectedNumber": 7,
+                                "UnexpectedNull": None}
 ROLE = "credbroker"
 TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
 TOKEN_HEADER = "X-aws-ec2-metadata-token"
@@ -89,15 +97,20 @@ class BrokenImds:
         }
         if self.variant == "no-code":
             del doc["Code"]
+        if self.variant == "extra-fields":
+            doc.update(EXTRA_FIELDS)
         return doc
 
     def ecs_document(self) -> dict[str, Any]:
-        return {
+        doc = {
             "AccessKeyId": self.creds["AccessKeyId"],
             "SecretAccessKey": self.creds["SecretAccessKey"],
             "Token": self.creds["Token"],
             "Expiration": self.expiration(),
         }
+        if self.variant == "extra-fields":
+            doc.update(EXTRA_FIELDS)
+        return doc
 
     def role_listing(self) -> str:
         return ROLE + "\n" if self.variant == "role-newline" else ROLE

@@ -85,6 +85,17 @@ def note_version(client: str, out: Mapping[str, Any] | None) -> None:
 # Clients
 # ---------------------------------------------------------------------------
 
+# Debian's python3-botocore / python3-boto3 (1.29 / 1.26 on bookworm), run by the system
+# Python in isolated mode (-I: no user site, no PYTHON* variables), i.e. its own
+# environment, never the repo's .venv.
+SYSTEM_PYTHON = Path("/usr/bin/python3")
+# Debian 12's `awscli` package: the AWS CLI v2 (2.9), built from source against the system
+# Python, with the v2 CLI's own vendored botocore (`awscli/botocore`, "2.0.0dev…").
+AWSCLI2 = Path("/usr/bin/aws")
+AWSCLI2_SRC = Path("/usr/lib/python3/dist-packages/awscli/botocore")
+OLD_BOTOCORE_DEBS = "python3-botocore python3-boto3"
+
+
 def go_probe_bin() -> Path:
     return Path(os.environ.get("GO_PROBE_BIN") or REPO / "target" / "compat" / "go-probe")
 
@@ -95,6 +106,22 @@ def missing(client: str) -> str | None:
     if client in ("python", "awscli"):
         exe = h.VENV_BIN / ("python" if client == "python" else "aws")
         return None if exe.exists() else f"{exe} not found: {SETUP_HINT}"
+    if client == "awscli2":
+        if not AWSCLI2.exists():
+            return f"{AWSCLI2} not found: apt-get install awscli (Debian 12: the AWS CLI v2 2.9)"
+        proc = subprocess.run([str(AWSCLI2), "--version"], capture_output=True, text=True, timeout=60,
+                              env=h.clean_env())
+        return None if proc.stdout.startswith("aws-cli/2.") else (
+            f"{AWSCLI2} is not the AWS CLI v2 ({(proc.stdout + proc.stderr).strip()[:200]}): apt-get install awscli")
+    if client == "botocore-deb":
+        if not SYSTEM_PYTHON.exists():
+            return f"{SYSTEM_PYTHON} not found: apt-get install python3 {OLD_BOTOCORE_DEBS}"
+        proc = subprocess.run([str(SYSTEM_PYTHON), "-I", "-c", "import boto3, botocore; print(botocore.__file__)"],
+                              capture_output=True, text=True, timeout=60)
+        if proc.returncode != 0 or not proc.stdout.startswith("/usr/lib/python3/dist-packages/"):
+            return (f"the system Python has no Debian botocore ({(proc.stderr or proc.stdout).strip()[:200]}): "
+                    f"apt-get install {OLD_BOTOCORE_DEBS}")
+        return None
     if client == "js":
         if not shutil.which("node"):
             return "node not found (Debian: apt-get install nodejs)"
@@ -123,6 +150,10 @@ def missing(client: str) -> str | None:
 def argv(client: str, *args: str) -> list[str]:
     if client == "python":
         return [str(h.VENV_BIN / "python"), str(PY_PROBE), *args]
+    if client == "botocore-deb":
+        return [str(SYSTEM_PYTHON), "-I", str(PY_PROBE), *args]
+    if client == "awscli2":
+        return [str(AWSCLI2), *args]
     if client == "awscli":
         return [str(h.VENV_BIN / "aws"), *args]
     if client == "js":
@@ -222,10 +253,13 @@ class Daemons:
         with self._lock:
             if kind not in self._daemons:
                 server, aws = DAEMON_KINDS[kind]
+                # The v2 daemon's profile also has an IMDS port of its own (`imds_listen`):
+                # the "own port" column.
+                own = {"imds_listen": f"127.0.0.1:{_free_port()}"} if kind == "v2" else {}
                 config = h.make_config(
                     login=h.oidc_login(self.idp),
                     aws={"flow": "sts", "role_arn": h.OIDC_ROLE_ARN, "session_name": h.SESSION_NAME, **aws},
-                    server=server, region=IMDS_REGION)
+                    server=server, region=IMDS_REGION, **own)
                 daemon = LoopbackDaemon(self.workdir / f"daemon-{kind}", config, moto_url=self.moto_url)
                 refresh_token = self.idp.mint("alice")
                 daemon.write_refresh_token(refresh_token)
@@ -234,6 +268,12 @@ class Daemons:
                 daemon.start()
                 self.secrets.add("ECS token", daemon.ecs_token())
             return self._daemons[kind]
+
+    def own_port(self, kind: str) -> str:
+        """The port of the profile's own IMDS listener, as the daemon reports it."""
+        daemon = self.get(kind)
+        info = json.loads(daemon.daemon_json_path.read_text())
+        return info["imds_listeners"]["default"].rsplit(":", 1)[1]
 
     def creds(self, kind: str) -> dict[str, Any]:
         """The daemon's current credentials, read from its ECS endpoint."""
@@ -260,10 +300,20 @@ class Daemons:
         return problems
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def endpoint_env(daemon: LoopbackDaemon, family: str, host: str, *, token: str = "env",
-                 token_file: Path | None = None, moto_url: str | None = None, **extra: Any) -> dict[str, str]:
-    """clean_env for one client process pointed at ``daemon`` through ``host``."""
-    base = f"http://{host}:{daemon.port}"
+                 token_file: Path | None = None, moto_url: str | None = None, port: str | None = None,
+                 **extra: Any) -> dict[str, str]:
+    """clean_env for one client process pointed at ``daemon`` through ``host`` (and
+    ``port``, by default the main listener's)."""
+    base = f"http://{host}:{port or daemon.port}"
     env: dict[str, Any] = {"STS_ENDPOINT": moto_url}
     if family == "imds":
         env["AWS_EC2_METADATA_SERVICE_ENDPOINT"] = base + "/"
@@ -312,6 +362,7 @@ class Col:
     host: str = "127.0.0.1"
     token: str = "env"  # ECS: env or file
     env: Mapping[str, str] = field(default_factory=dict)
+    own_port: bool = False  # IMDS on the profile's own `imds_listen` port, not the main listener
 
 
 IMDS, ECS, REGION = "imds", "ecs", "region"
@@ -320,9 +371,16 @@ BOTH = frozenset({IMDS, ECS})
 ROWS = [
     Row("botocore", "boto3 / botocore — default chain", "python", BOTH | {REGION}, ("get", "chain"),
         {IMDS: "iam-role", ECS: "container-role"}, ("rotate",)),
+    Row("botocore-deb", "boto3 1.26 / botocore 1.29 (Debian 12 `python3-botocore`, system Python) — default chain",
+        "botocore-deb", BOTH, ("get", "chain"), {IMDS: "iam-role", ECS: "container-role"}, ("rotate",)),
     Row("awscli", "AWS CLI v1 — `sts get-caller-identity`, `configure list`", "awscli", BOTH,
         source={IMDS: "iam-role", ECS: "container-role"}),
     Row("awscli-export", "AWS CLI v1 — `configure export-credentials`", "awscli", BOTH),
+    Row("awscli2", "AWS CLI v2 2.9 (Debian 12 `awscli`) — `sts get-caller-identity`, `configure list`", "awscli2",
+        BOTH, source={IMDS: "iam-role", ECS: "container-role"}),
+    Row("awscli2-export", "AWS CLI v2 2.9 (Debian 12) — `configure export-credentials`", "awscli2", BOTH),
+    Row("py-v4", "Python SDK v4 providers (`aws-credentials-imds`, `aws-credentials-http` 0.4, PyPI)", "py-v4",
+        BOTH),
     Row("js-imds", "JS v3 — `fromInstanceMetadata`", "js", frozenset({IMDS}), ("get", "imds"),
         {IMDS: "CREDENTIALS_IMDS"}),
     Row("js-container", "JS v3 — `fromContainerMetadata`", "js", frozenset({ECS}), ("get", "container")),
@@ -347,6 +405,7 @@ COLS = [
         env={"AWS_EC2_METADATA_V1_DISABLED": "true"}),
     Col("imds-localhost", "IMDS at `localhost`", IMDS, "v2", host="localhost"),
     Col("imds-ipv6", "IMDS at `[::1]`", IMDS, "ipv6", host="[::1]"),
+    Col("imds-own-port", "IMDS on the profile's own port (`imds_listen`)", IMDS, "v2", own_port=True),
     Col("ecs-token", "ECS, `AWS_CONTAINER_AUTHORIZATION_TOKEN`", ECS, "v2"),
     Col("ecs-token-file", "ECS, `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE`", ECS, "v2", token="file"),
     Col("ecs-file-rotated", "ECS, token file rewritten between fetches (one process)", ECS, "v2", token="file"),
@@ -360,13 +419,23 @@ COL_BY_ID = {c.id: c for c in COLS}
 # Rows that are not cells in some columns by construction (rendered "—"), with why.
 NOT_A_CELL: dict[tuple[str, str], str] = {
     ("awscli", "ecs-file-rotated"): "one process per command: nothing to rotate between fetches",
+    ("awscli2", "ecs-file-rotated"): "one process per command: nothing to rotate between fetches",
+    ("awscli2-export", "ecs-file-rotated"): "one process per command: nothing to rotate between fetches",
     ("js-chain", "ecs-file-rotated"): "the chain memoizes; it calls `fromHttp` (row above) again only near expiry",
     ("rust-chain", "ecs-file-rotated"): "the chain delegates to `EcsCredentialsProvider` (row above), which reads "
                                         "the token file; `sdk_probe rotate` drives only that provider",
 }
-for _col in ("imds-v1-on", "imds-client-v1-off", "imds-localhost", "imds-ipv6", "ecs-token-file",
+for _col in ("imds-v1-on", "imds-client-v1-off", "imds-localhost", "imds-ipv6", "imds-own-port", "ecs-token-file",
              "ecs-file-rotated", "ecs-localhost", "ecs-ipv6"):
     NOT_A_CELL[("awscli-export", _col)] = "the command does not exist (see the IMDSv2 / ECS cells)"
+
+
+for _col in ("imds-v1-on", "imds-client-v1-off", "imds-localhost", "imds-ipv6", "imds-own-port", "ecs-token-file",
+             "ecs-file-rotated", "ecs-localhost", "ecs-ipv6"):
+    NOT_A_CELL[("py-v4", _col)] = "see the IMDSv2 / ECS cells: the providers cannot be installed here at all"
+for _col in ("imds-v1-on", "imds-client-v1-off", "imds-localhost", "imds-ipv6", "ecs-localhost", "ecs-ipv6"):
+    NOT_A_CELL[("awscli2-export", _col)] = ("the same credential resolution as the row above (one CLI start costs "
+                                           "seconds, so only the modes that differ per command are run)")
 
 
 def is_cell(row: Row, col: Col) -> bool:
@@ -465,6 +534,57 @@ _RUBY_ECS = ("aws-sdk-core 3.168.1 `ECSCredentials` reads only `AWS_CONTAINER_CR
              "`AWS_CONTAINER_CREDENTIALS_FULL_URI`")
 
 
+OLD_BOTOCORE_SRC = Path("/usr/lib/python3/dist-packages/botocore")
+_OLD_BOTOCORE_FILE = ("Debian's botocore 1.29 `ContainerProvider` reads `AWS_CONTAINER_AUTHORIZATION_TOKEN` only "
+                      "(`credentials.py`); token-file support came in a later botocore")
+_OLD_BOTOCORE_IPV6 = ("Debian's botocore 1.29 accepts only the FULL_URI hosts `169.254.170.2`, `localhost` and "
+                      "`127.0.0.1` (`utils.py` `ContainerMetadataFetcher._ALLOWED_HOSTS`); any loopback IP came later")
+
+
+_AWSCLI2_FILE = ("the AWS CLI 2.9's vendored botocore (`awscli/botocore`) reads `AWS_CONTAINER_AUTHORIZATION_TOKEN` "
+                 "only (`credentials.py`): use `credbroker env --inline-token`")
+_AWSCLI2_IPV6 = ("the AWS CLI 2.9 accepts only the FULL_URI hosts `169.254.170.2`, `localhost` and `127.0.0.1` "
+                 "(`awscli/botocore/utils.py` `_ALLOWED_HOSTS`)")
+_EXPORT_ARGS = ("configure", "export-credentials", "--format", "env")
+
+
+def _old_botocore_file_verify(ctx: "Context", row: Row, col: Col) -> str:
+    absent = _absent_py(OLD_BOTOCORE_SRC / "credentials.py", "AUTHORIZATION_TOKEN_FILE", "botocore 1.29")
+    return absent + "; " + _verify_fails(r"Received non 200 response \(401\)", "no Authorization header: the "
+                                         "daemon answers 401")(ctx, row, col)
+
+
+def _absent_py(path: Path, pattern: str, what: str) -> str:
+    assert path.is_file(), f"cannot re-check the N/A reason: {path} not found"
+    assert not re.search(pattern, path.read_text("utf-8", "replace")), (
+        f"{what}: {pattern!r} now appears in {path}: the client may support this now; turn the N/A cell into a "
+        "real one")
+    return f"re-checked: no {pattern!r} in {path}"
+
+
+PY_V4_MIN = (3, 12)
+_PY_V4 = ("the Python SDK v4 credential providers (PyPI `aws-credentials-imds`, `aws-credentials-http`) require "
+          "Python ≥ 3.12; Debian 12 ships 3.11 and no newer Python is installed (re-checked: every `python3.N` on "
+          "PATH and the venv's)")
+
+
+def _py_v4_verify(ctx: "Context", row: Row, col: Col) -> str:
+    import glob
+
+    found = {}
+    for exe in {*glob.glob("/usr/bin/python3*"), *glob.glob("/usr/local/bin/python3*"), str(h.VENV_BIN / "python")}:
+        if not re.fullmatch(r".*/python3(\.\d+)?", exe) or not os.access(exe, os.X_OK):
+            continue
+        proc = subprocess.run([exe, "-I", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                              capture_output=True, text=True, timeout=30)
+        if proc.returncode == 0:
+            found[exe] = proc.stdout.strip()
+    new = {e: v for e, v in found.items() if tuple(map(int, v.split("."))) >= PY_V4_MIN}
+    assert not new, (f"Python ≥ 3.12 is available now ({new}): install aws-credentials-imds / aws-credentials-http "
+                     "for it and make these real cells")
+    return "re-checked: only " + ", ".join(sorted(set(found.values()))) + " installed"
+
+
 def _ruby_port_verify(ctx: "Context", row: Row, col: Col) -> str:
     r = ctx.run_client(row, col, ["get", "imds-env"], RUBY_HTTP_DEBUG="1")
     assert r.rc != 0 and re.search(r"opening connection to [^ ]+:80\.\.\.", r.stderr), (
@@ -493,6 +613,24 @@ SPECIAL: dict[tuple[str, str], Special] = {
                                                "Unauthorized")(ctx, row, col)),
     ("go", "ecs-file-rotated"): Special(
         "N/A", _GO_FILE, lambda ctx, row, col: _absent(GO_SDK_SRC / "config", "AUTHORIZATION_TOKEN_FILE", "Go config")),
+    ("botocore-deb", "ecs-token-file"): Special("N/A", _OLD_BOTOCORE_FILE, _old_botocore_file_verify),
+    ("botocore-deb", "ecs-file-rotated"): Special(
+        "N/A", _OLD_BOTOCORE_FILE,
+        lambda ctx, row, col: _absent_py(OLD_BOTOCORE_SRC / "credentials.py", "AUTHORIZATION_TOKEN_FILE",
+                                         "botocore 1.29")),
+    ("botocore-deb", "ecs-ipv6"): Special(
+        "N/A", _OLD_BOTOCORE_IPV6, _verify_fails(r"Unsupported host '::1'", "the host [::1] is refused before "
+                                                                          "any request")),
+    **{(row_id, "ecs-token-file"): Special(
+        "N/A", _AWSCLI2_FILE,
+        lambda ctx, row, col: _absent_py(AWSCLI2_SRC / "credentials.py", "AUTHORIZATION_TOKEN_FILE", "AWS CLI 2.9")
+        + "; " + _verify_fails(r"Received non 200 response \(401\)", "no Authorization header: the daemon answers "
+                               "401", _EXPORT_ARGS)(ctx, row, col)) for row_id in ("awscli2", "awscli2-export")},
+    ("awscli2", "ecs-ipv6"): Special(
+        "N/A", _AWSCLI2_IPV6, _verify_fails(r"Unsupported host '::1'", "the host [::1] is refused before any request",
+                                            _EXPORT_ARGS)),
+    ("py-v4", "imds-v2"): Special("N/A", _PY_V4, _py_v4_verify),
+    ("py-v4", "ecs-token"): Special("N/A", _PY_V4, _py_v4_verify),
     ("botocore", "region"): Special(
         "N/A", "botocore never takes the client region from IMDS (it reads `placement/availability-zone/` only "
                "for `defaults_mode=auto`, protocol.md 1.7)", _verify_no_region),
@@ -526,8 +664,9 @@ class Context:
         extra = {**col.env, **extra}
         if col.family == REGION:
             extra.update(AWS_REGION=None, AWS_DEFAULT_REGION=None)
+        port = self.daemons.own_port(col.daemon) if col.own_port else None
         return endpoint_env(daemon, family, col.host, token=col.token, token_file=token_file,
-                            moto_url=self.moto_url, **extra)
+                            moto_url=self.moto_url, port=port, **extra)
 
     def run_client(self, row: Row, col: Col, args: list[str], **extra: Any) -> Run:
         reason = missing(row.client)
@@ -566,7 +705,9 @@ def check_cell(ctx: Context, row: Row, col: Col) -> str:
     daemon_kind = col.daemon
     want = lambda: ctx.daemons.key(daemon_kind)  # noqa: E731 - read after the client ran
 
-    if row.client == "awscli":
+    if row.id == "awscli2-export":
+        return _check_awscli_export(ctx, row, col, want)
+    if row.client in ("awscli", "awscli2"):
         return _check_awscli(ctx, row, col, want)
 
     if col.family == REGION:
@@ -589,11 +730,11 @@ def check_cell(ctx: Context, row: Row, col: Col) -> str:
 
 def _check_awscli(ctx: Context, row: Row, col: Col, want: Callable[[], str]) -> str:
     env = ctx.env_for(col)
-    r = run(argv("awscli", "sts", "get-caller-identity", "--endpoint-url", ctx.moto_url, "--output", "json"), env)
+    r = run(argv(row.client, "sts", "get-caller-identity", "--endpoint-url", ctx.moto_url, "--output", "json"), env)
     assert r.rc == 0, f"aws sts get-caller-identity failed\n{r.report()}"
     arn = json.loads(r.stdout)["Arn"]
     assert arn == EXPECTED_ARN, f"aws sts get-caller-identity: {arn!r}, expected {EXPECTED_ARN!r}\n{r.report()}"
-    listing = run(argv("awscli", "configure", "list"), env)
+    listing = run(argv(row.client, "configure", "list"), env)
     assert listing.rc == 0, f"aws configure list failed\n{listing.report()}"
     m = re.search(r"^\s*access_key\s+\*+(\w{4})\s+(\S+)", listing.stdout, re.M)
     assert m, f"no access_key line in `aws configure list`\n{listing.report()}"
@@ -602,14 +743,30 @@ def _check_awscli(ctx: Context, row: Row, col: Col, want: Callable[[], str]) -> 
                                     f"one ending {key[-4:]!r}\n{listing.report()}")
     assert m.group(2) == row.source[col.family], (
         f"`aws configure list` says type {m.group(2)!r}, expected {row.source[col.family]!r}\n{listing.report()}")
-    version = run(argv("awscli", "--version"), env)
-    VERSIONS.setdefault("awscli", (version.stdout + version.stderr).strip())
+    if row.client not in VERSIONS:  # one `aws --version` per client (a CLI start costs seconds)
+        version = run(argv(row.client, "--version"), env)
+        VERSIONS[row.client] = (version.stdout + version.stderr).strip()
     return m.group(2)
+
+
+def _check_awscli_export(ctx: Context, row: Row, col: Col, want: Callable[[], str]) -> str:
+    """`aws configure export-credentials --format env` (AWS CLI v2): the exported key is
+    the daemon's, with a secret, a session token and an expiration."""
+    r = ctx.run_client(row, col, ["configure", "export-credentials", "--format", "env"])
+    assert r.rc == 0, f"aws configure export-credentials failed\n{r.report()}"
+    got = dict(re.findall(r"^export (AWS_[A-Z_]+)=(.*)$", r.stdout, re.M))
+    assert got.get("AWS_ACCESS_KEY_ID") == want(), (
+        f"exported key {got.get('AWS_ACCESS_KEY_ID')!r}, the daemon serves {want()!r}\n{r.report()}")
+    missing_vars = {"AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_CREDENTIAL_EXPIRATION"} - set(got)
+    assert not missing_vars, f"export-credentials lacks {missing_vars}\n{r.report()}"
+    ctx.daemons.secrets.add("exported secret key", got["AWS_SECRET_ACCESS_KEY"])
+    return "export-credentials"
 
 
 # How each client reports fetch 2 of the rotation cells (the daemon's 401 for the wrong token).
 ROTATE_REFUSED = {
     "python": r"Received non 200 response 401 from container metadata",  # CredentialRetrievalError
+    "botocore-deb": r"Received non 200 response 401 from container metadata",
     "js": r"Server responded with status: 401",  # CredentialsProviderError (fromHttp)
     "rust": r"Non-success status from HTTP credential provider: StatusCode\(401\)",  # ProviderError
 }
@@ -676,6 +833,8 @@ LOOPS = [
          "min, so with 60 s credentials it keeps one key for the whole loop; moto does not enforce expiry, real "
          "STS would reject those calls after 60 s. The daemon's default `refresh_before = 30m` with ≥1 h "
          "credentials keeps every served Expiration ≥30 min ahead, outside that window"),
+    Loop("botocore129-ecs", "boto3 1.26 / botocore 1.29 (Debian) — default chain → ECS (token env)", "botocore-deb",
+         ECS, ("loop", "chain"), MIN_ROTATIONS + 1, "botocore 1.29 cannot read the token file", token="env"),
     Loop("js-ecs", "JS v3 — `fromNodeProviderChain` → ECS (`fromHttp`, token file)", "js", ECS, ("loop", "chain"),
          MIN_ROTATIONS + 1),
     Loop("js-imds", "JS v3 — `fromNodeProviderChain` → IMDS", "js", IMDS, ("loop", "chain"), MIN_ROTATIONS + 1),
@@ -789,6 +948,7 @@ class NegClient:
 NEG_CLIENTS = [
     NegClient("botocore-imds", "python", IMDS, ("get", "chain")),
     NegClient("botocore-ecs", "python", ECS, ("get", "chain")),
+    NegClient("botocore129-imds", "botocore-deb", IMDS, ("get", "chain")),
     NegClient("js-imds", "js", IMDS, ("get", "imds")),
     NegClient("js-http", "js", ECS, ("get", "http")),
     NegClient("rust-imds", "rust", IMDS, ("imds",)),
@@ -798,8 +958,9 @@ NEG_CLIENTS = [
     NegClient("ruby-imds", "ruby", IMDS, ("get", "imds")),
 ]
 NEG_CLIENT_BY_ID = {c.id: c for c in NEG_CLIENTS}
-NEG_VARIANTS = ["baseline", "role-newline", "expiration-offset", "no-ttl-header", "no-ttl-header-v1", "no-code"]
-NEG_ECS_VARIANTS = {"baseline", "expiration-offset"}  # the other variants break IMDS-only parts
+NEG_VARIANTS = ["baseline", "role-newline", "expiration-offset", "no-ttl-header", "no-ttl-header-v1", "no-code",
+                "extra-fields"]
+NEG_ECS_VARIANTS = {"baseline", "expiration-offset", "extra-fields"}  # the other variants break IMDS-only parts
 
 
 @dataclass(frozen=True)
@@ -841,7 +1002,22 @@ PASS_WHY = {
     "no-ttl-header": "the TTL response header is ignored",
     "no-ttl-header-v1": "the TTL response header is ignored",
     "no-code": "`Code` is not checked",
+    "extra-fields": "unknown fields (an object, a number, a null) are ignored, as the cross-SDK IMDS cases "
+                    "require (aws/aws-sdk-go-v2 `credentials/ec2rolecreds/provider_sep_test.go`)",
 }
+
+
+def first_credentials_path(seen: list[Any]) -> str:
+    """How a client walked the IMDS credential paths, from broken_imds' record (which
+    answers the extended path 404): "extended first, classic on 404" or "classic only"."""
+    gets = [s for s in seen if s.method == "GET" and "/security-credentials" in s.path]
+    if not gets:
+        return "no credentials GET"
+    if "security-credentials-extended" in gets[0].path:
+        later = [s for s in gets[1:] if "security-credentials-extended" not in s.path]
+        return ("extended first, classic after its 404" if later and gets[0].status == 404
+                else f"extended first ({[(s.path, s.status) for s in gets]})")
+    return "classic only" if not any("extended" in s.path for s in gets) else "classic first, then extended"
 
 
 def neg_cases() -> list[tuple[str, NegClient]]:
@@ -867,6 +1043,38 @@ def _rust_versions() -> str:
         if m:
             found.append(f"{name} {m.group(1)}")
     return ", ".join(found) + " (Cargo.lock; `examples/sdk_probe.rs`)"
+
+
+# Hand-written part of docs/compatibility.md (kept here, in the generator's template,
+# because the file is regenerated by every full run). Sources: protocol.md 1.6 and 2.3,
+# landscape.md 7.2; the claims about the daemon are checked by
+# src/refresher.rs `default_lead_clears_every_sdk_window` and tests/e2e/test_refresh_rules.py.
+REFRESH_WINDOWS_MD = """\
+## Refresh windows
+
+The daemon replaces a profile's credentials at `expiry − min(refresh_before, lifetime/2)` (less up to a tenth
+of that lead, at most 60 s, of jitter); the default `refresh_before` is **60 min**. So what is left of the
+credentials it serves is never less than that lead: **30 min** with 1 h sessions (the STS and Cognito
+default), **45–60 min** with 90–120 min sessions, **60 min** from 2 h on. Each SDK starts refreshing early
+(*advisory*: a failure keeps the old credentials) and, closer to expiry, blocks on the refresh and fails
+without it (*mandatory*):
+
+| SDK | Advisory window | Mandatory window | Other | With the default lead |
+|---|---|---|---|---|
+| botocore / boto3 / AWS CLI (1.29 – 1.44) | 15 min | 10 min | IMDS only: credentials with fewer than 17–25 min left are stretched to now + 17–25 min (`_evaluate_expiration`) | its first advisory refresh finds new credentials; never stretched (≥ 30 min left) |
+| Rust, 2026 rules (smithy-rs PR #4796 `static_stability.rs`; **not** in the locked aws-config 1.13.0) | 5 min for credentials living ≤ 20 min, 15 min under 90 min, else 60 min | 60 s | after one failed or already-expired answer: keeps its (even expired) credentials, retries after 5–10 min | advisory satisfied for 1 h (30 ≥ 15 min) and ≥ 2 h sessions (60 ≥ 60 min); for 90–120 min sessions the first advisory attempts get the same credentials back (45–60 min left), far from the 60 s mandatory window |
+| Rust aws-config 1.13.0 (what the matrix runs) | `LazyCache` buffer 10 s (+ 0–5 s jitter) | — | — | uses each key until 10–15 s before its Expiration |
+| Java v2 (2025–26 PRs #7028/#7031/#7053) | prefetch 5 / 15 / 60 min (same tiers as Rust) | stale 1 min | same back-off rule as Rust | as Rust |
+| JavaScript v3 | < 5 min | — | IMDS static stability: expired credentials extended by 5–10 min | refreshes find new credentials |
+| Go v2 | container: `ExpiryWindow` 5 min; IMDS: none | — | — | refreshes find new credentials |
+
+No SDK ever holds daemon credentials inside its mandatory window with sessions of 30 min or more (a 30 min
+session leaves 15 min, beyond botocore's 10 min). Shorter sessions (STS allows 15 min) leave half their
+lifetime — inside botocore's windows, which then refreshes before every call: prefer ≥ 1 h sessions. During a
+refresh, a refresh-token rotation, a role-renaming reload or a listener view swap the daemon keeps answering
+with valid credentials (tests/e2e/test_refresh_rules.py: three clients, 0 errors, 0 expired documents), so the
+back-off rule is never triggered by the daemon while it holds valid credentials.
+"""
 
 
 def _cell_text(status: str) -> str:
@@ -999,6 +1207,17 @@ def render_table(*, wall_seconds: float, complete: bool, command: str) -> str:
     for i, text in enumerate(nfn.items, 1):
         lines.append(f"{i}. {text}")
 
+    lines += ["", *REFRESH_WINDOWS_MD.rstrip("\n").splitlines()]
+
+    paths = RESULTS["checks"].get("imds_paths")
+    if paths:
+        lines += ["", "## IMDS credential path on the wire", "",
+                  "Recorded from the baseline negative control (broken_imds answers the `-extended` path 404): which "
+                  "path each released client asks first. The SDKs' sources and SEP test cases ask "
+                  "`security-credentials-extended` first and fall back on a 404 (landscape.md 7.2); the daemon "
+                  "serves both.", "", "| Client | Asked |", "|---|---|"]
+        lines += [f"| `{k}` | {v} |" for k, v in sorted(paths.items())]
+
     check = RESULTS["checks"].get("secrets")
     if check:
         lines += ["", "## Secrets", "", check["detail"]]
@@ -1006,11 +1225,12 @@ def render_table(*, wall_seconds: float, complete: bool, command: str) -> str:
     lines += ["", "## Client versions", "", "| Client | Version |", "|---|---|"]
     versions = dict(VERSIONS)
     versions.setdefault("rust", _rust_versions())
-    for client in ("python", "awscli", "js", "rust", "go", "ruby"):
+    for client in ("python", "botocore-deb", "awscli", "awscli2", "js", "rust", "go", "ruby"):
         lines.append(f"| {client} | {versions.get(client, 'not run')} |")
     lines += ["", "Installed by `tests/setup.sh`: botocore/boto3/awscli from `tests/requirements.txt` (PyPI), the "
               "JS SDK from `tests/clients/js/package-lock.json` (npm), Go and Ruby from Debian "
-              f"(`{GO_DEBS}`, `{RUBY_DEBS}`), the Rust SDK from `Cargo.lock` (crates.io). The AWS CLI v1 "
+              f"(`{GO_DEBS}`, `{RUBY_DEBS}`; the old botocore `{OLD_BOTOCORE_DEBS}` and the AWS CLI v2 `awscli` 2.9, "
+              "which vendors its own v2 botocore), the Rust SDK from `Cargo.lock` (crates.io). The AWS CLI v1 "
               "vendors its own botocore (`awscli/botocore`), hence its separate version.", ""]
     return "\n".join(lines)
 

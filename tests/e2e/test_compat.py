@@ -143,6 +143,8 @@ def test_compat_negative_control(ctx: c.Context, variant: str, client_id: str):
             r = c.run(c.argv(nc.client, *nc.args), env)
             requests = srv.summary()
             seen = srv.seen()
+        if variant == "baseline" and nc.family == c.IMDS:
+            c.RESULTS["checks"].setdefault("imds_paths", {})[nc.id] = c.first_credentials_path(seen)
         c.note_version(nc.client, r.out)
         where = f"{nc.id} against broken_imds `{variant}`"
         assert seen, f"{where}: the client never contacted the stand-in\n{r.report()}"

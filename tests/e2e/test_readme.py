@@ -19,8 +19,10 @@ Substitutions, and nothing else is changed:
    rustup's profile puts it. The test asserts that ``credbroker`` resolves there.
 2. ``aws`` is the venv's AWS CLI (tests/requirements.txt), symlinked as
    ~/.local/bin/aws, where ``pip install --user awscli`` puts it, on PATH.
-3. ``$REFRESH_TOKEN`` is exported: a refresh token freshly minted at
-   oidc-provider for the public client ``daemon``, as a login would return.
+3. At ``credbroker login`` the test plays the user: the fresh account has no
+   display, so the command prints a device code (RFC 8628); the test opens
+   its ``verification_uri_complete`` at oidc-provider, confirms the code,
+   signs in and consents (idp_user.py), as a person would in a browser.
 4. At the Quick start's ``# edit issuer, client_id, pool`` the test edits the
    copied ~/.config/credbroker/config.toml the way the user would: ``issuer`` =
    oidc-provider's issuer, ``client_id`` = "daemon", ``identity_pool_id`` = a
@@ -32,9 +34,10 @@ Substitutions, and nothing else is changed:
    port from daemon.json).
 5. ``credbroker serve`` runs in the background with the same environment (a
    user runs it in its own terminal, or as a service); the test waits for its
-   ``listening`` log line and ``/readyz`` = 200, then runs the lines after it in
-   a new shell ("in the shell that runs your tools"). It is stopped with SIGTERM
-   and must exit 0.
+   ``listening`` log line and ``/healthz`` = 200 (it is not ready before the
+   sign-in: ``login_required``), then runs the lines after it in a new shell
+   ("in the shell that runs your tools"). It is stopped with SIGTERM and must
+   exit 0.
 6. That tools shell also has AWS_ENDPOINT_URL_STS = moto and AWS_DEFAULT_REGION
    = us-east-1 (a custom endpoint needs a signing region; the real global STS
    endpoint does not) and AWS_EC2_METADATA_DISABLED=true, so that a broken
@@ -127,7 +130,7 @@ def _set_key(text: str, key: str, value: str, *, commented: bool = False) -> str
     return rx.sub(lambda _: f"{key} = {json.dumps(value)}", text)
 
 
-def _wait_ready(serve: subprocess.Popen, log: Path) -> str:
+def _wait_listening(serve: subprocess.Popen, log: Path) -> str:
     def logs() -> str:
         return h.strip_ansi(log.read_text("utf-8", "replace")) if log.exists() else ""
 
@@ -145,12 +148,50 @@ def _wait_ready(serve: subprocess.Popen, log: Path) -> str:
         if serve.poll() is not None:
             raise AssertionError(f"`credbroker serve` exited {serve.returncode}\n{h.tail(logs(), 60)}")
         try:
-            return h.http_request("GET", f"http://{addr}/readyz", timeout=2).status == 200
+            return h.http_request("GET", f"http://{addr}/healthz", timeout=2).status == 200
         except OSError:
             return False
 
-    h.wait_for(ready, 30, "/readyz == 200", interval=0.25, on_timeout=lambda: h.tail(logs(), 60))
+    h.wait_for(ready, 30, "/healthz == 200", interval=0.25, on_timeout=lambda: h.tail(logs(), 60))
     return addr
+
+
+def _bash_signing_in(script: str, env: Mapping[str, str], *, umask: str,
+                     timeout: float = 90) -> subprocess.CompletedProcess:
+    """``_bash``, playing the user when ``credbroker login`` prints its device code."""
+    import threading
+
+    from idp_user import IdpUser
+
+    proc = subprocess.Popen(["bash", "-c", f"set -euo pipefail\numask {umask}\n{script}"], env=dict(env),
+                            cwd=str(h.REPO), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    err: list[str] = []
+    approved: list[str] = []
+
+    def read() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            err.append(line)
+            m = re.search(r"\(or open (\S+) ,", line)
+            if m and not approved:
+                approved.append(m.group(1))
+                IdpUser("readme-user").approve_device(m.group(1))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    # stdout here, stderr in the reader (communicate() would read both).
+    timer = threading.Timer(timeout, proc.kill)
+    timer.start()
+    try:
+        assert proc.stdout is not None
+        out = proc.stdout.read()
+        proc.wait()
+    finally:
+        timer.cancel()
+    reader.join(timeout=10)
+    assert approved, "credbroker login never printed a device code:\n" + "".join(err)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, "".join(err))
 
 
 def test_marked_blocks_are_the_expected_ones():
@@ -163,7 +204,7 @@ def test_marked_blocks_are_the_expected_ones():
     # The Quick start still has the lines the test substitutes or pauses at.
     qs = marked["quickstart"]
     for pattern in (r"^cargo install\b", r"\bcp config/credbroker\.example\.toml\b",
-                    r"^credbroker serve\b", r"REFRESH_TOKEN", r"^aws sts get-caller-identity\b"):
+                    r"^credbroker serve\b", r"^credbroker login\b", r"^aws sts get-caller-identity\b"):
         readme_blocks.split_at(qs, pattern)
 
 
@@ -171,12 +212,12 @@ def test_marked_blocks_are_the_expected_ones():
 def test_quickstart(umask: str, tmp_path: Path, moto: h.Moto, oidc: h.OidcProvider):
     """The README's Quick start, then its status block, in a fresh account.
 
-    Asserts: every Quick start line exits 0 (``bash -euo pipefail``); the
+    Asserts: every Quick start line exits 0 (``bash -euo pipefail``);
+    ``credbroker check-config`` accepts the edited example config;
+    ``credbroker serve`` starts on it; ``credbroker login`` signs in and the
     refresh token lands in ~/.local/state/credbroker/default/refresh-token with
     mode 0600 in a state directory that is the user's and that group and others
-    cannot write; ``credbroker
-    check-config`` accepts the edited example config; ``credbroker serve``
-    becomes ready (/readyz 200) on those files; ``eval "$(credbroker env)"``
+    cannot write, never printed; ``eval "$(credbroker env)"``
     exports the ECS variables; ``aws sts get-caller-identity`` prints moto's
     identity using credentials that came from the daemon's ECS endpoint
     (botocore reports ``container-role``); ``credbroker status`` and
@@ -190,8 +231,6 @@ def test_quickstart(umask: str, tmp_path: Path, moto: h.Moto, oidc: h.OidcProvid
     qs, status_block = blocks["quickstart"], blocks["status"]
     env = _fresh_account(tmp_path)
     home = Path(env["HOME"])
-    refresh_token = oidc.mint("readme-user")
-    env["REFRESH_TOKEN"] = refresh_token  # substitution 3
     pool_id = moto.create_oidc_identity_pool(oidc.issuer)
 
     which = _ok(_bash("command -v credbroker; command -v aws", env, umask=umask), "PATH check")
@@ -224,20 +263,10 @@ def test_quickstart(umask: str, tmp_path: Path, moto: h.Moto, oidc: h.OidcProvid
             profile["endpoint_url"], parsed["server"]["listen"]) == \
         (oidc.issuer, "daemon", pool_id, moto.url, "127.0.0.1:0"), "the edits must land in the right tables"
 
-    # The rest up to `credbroker serve`: the refresh token, check-config.
-    setup = _ok(_bash(setup_tail, env, umask=umask), "Quick start (refresh token, check-config)")
-    state_dir = home / ".local" / "state" / "credbroker" / "default"
-    token_file = state_dir / "refresh-token"
-    assert token_file.read_text().strip() == refresh_token
-    assert h.file_mode(token_file) == 0o600, f"{token_file} mode {oct(h.file_mode(token_file))}"
-    # The daemon refuses a state directory that is not the user's or that group/others can write.
-    st = state_dir.stat()
-    assert st.st_uid == os.getuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH), \
-        f"{state_dir} (mode {oct(stat.S_IMODE(st.st_mode))}, uid {st.st_uid}) must be the user's " \
-        f"and writable by nobody else"
+    # The rest up to `credbroker serve`: check-config.
+    setup = _ok(_bash(setup_tail, env, umask=umask), "Quick start (check-config)")
     assert oidc.issuer in setup.stdout and pool_id in setup.stdout, \
         f"check-config must print the resolved config:\n{setup.stdout}"
-    assert refresh_token not in setup.stdout + setup.stderr, "check-config printed the refresh token"
 
     # Substitution 5: `credbroker serve` in the background.
     log = tmp_path / "serve.log"
@@ -245,7 +274,7 @@ def test_quickstart(umask: str, tmp_path: Path, moto: h.Moto, oidc: h.OidcProvid
         serve = subprocess.Popen(["bash", "-c", f"umask {umask}\n{serve_line}"], env=env, cwd=str(h.REPO),
                                  stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
     try:
-        _wait_ready(serve, log)
+        _wait_listening(serve, log)
 
         # Substitution 6: the tools shell talks to moto's STS.
         tools_env = {**env, "AWS_ENDPOINT_URL_STS": moto.url, "AWS_DEFAULT_REGION": h.REGION,
@@ -256,7 +285,20 @@ def test_quickstart(umask: str, tmp_path: Path, moto: h.Moto, oidc: h.OidcProvid
         probe = (f'\n"{h.VENV_BIN / "python"}" -c \'import json, os, sys; '
                  f'json.dump({{k: v for k, v in os.environ.items() if k.startswith("AWS_")}}, '
                  f'open(sys.argv[1], "w"))\' "{exports_file}"\n')
-        tools = _ok(_bash(tools_part + probe, tools_env, umask=umask), "Quick start (env, aws)")
+        tools = _ok(_bash_signing_in(tools_part + probe, tools_env, umask=umask),
+                    "Quick start (login, env, aws)")
+        assert "Signed in as readme-user" in tools.stderr, tools.stderr
+        state_dir = home / ".local" / "state" / "credbroker" / "default"
+        token_file = state_dir / "refresh-token"
+        refresh_token = token_file.read_text()
+        assert refresh_token and h.file_mode(token_file) == 0o600, \
+            f"{token_file} mode {oct(h.file_mode(token_file))}"
+        # The daemon refuses a state directory that is not the user's or that group/others can write.
+        st = state_dir.stat()
+        assert st.st_uid == os.getuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH), \
+            f"{state_dir} (mode {oct(stat.S_IMODE(st.st_mode))}, uid {st.st_uid}) must be the user's " \
+            f"and writable by nobody else"
+        assert refresh_token not in tools.stdout + tools.stderr + setup.stdout, "a command printed the refresh token"
         identity = h.parse_json_output(tools.stdout)
         assert identity["Arn"] == h.MOTO_DEFAULT_ARN and identity["Account"] == h.ACCOUNT_ID, identity
         exported = json.loads(exports_file.read_text())

@@ -7,6 +7,7 @@
 //   PORT    listen port on 127.0.0.1 (default 0 = ephemeral)
 //   ID_TTL  id_token and access_token lifetime in seconds (default 300)
 //   RT_TTL  refresh_token lifetime in seconds (default 86400)
+//   DEVICE_TTL  device-code lifetime in seconds (default 600)
 //
 // stdout carries exactly one line, `READY http://127.0.0.1:<port>`, once the
 // server listens; everything else (provider notices, grant errors) goes to stderr.
@@ -29,11 +30,12 @@ console.info = console.error;
 const PORT = Number.parseInt(process.env.PORT ?? '0', 10);
 const ID_TTL = Number.parseInt(process.env.ID_TTL ?? '300', 10);
 const RT_TTL = Number.parseInt(process.env.RT_TTL ?? '86400', 10);
+const DEVICE_TTL = Number.parseInt(process.env.DEVICE_TTL ?? '600', 10);
 const HOST = '127.0.0.1';
 const DEVICE_CODE = 'urn:ietf:params:oauth:grant-type:device_code';
 const GRANT_TYPES = ['authorization_code', 'refresh_token', DEVICE_CODE];
 
-for (const [name, value] of [['PORT', PORT], ['ID_TTL', ID_TTL], ['RT_TTL', RT_TTL]]) {
+for (const [name, value] of [['PORT', PORT], ['ID_TTL', ID_TTL], ['RT_TTL', RT_TTL], ['DEVICE_TTL', DEVICE_TTL]]) {
   if (!Number.isInteger(value) || value < 0) {
     console.error(`invalid ${name}: ${process.env[name]}`);
     process.exit(2);
@@ -80,7 +82,8 @@ function buildProvider(issuer) {
         token_endpoint_auth_method: 'none',
         grant_types: GRANT_TYPES,
         response_types: ['code'],
-        redirect_uris: ['http://127.0.0.1:8765/cb'],
+        // RFC 8252 §7.3: a native client's loopback redirect may use any port.
+        redirect_uris: ['http://127.0.0.1:8765/cb', 'http://127.0.0.1/callback'],
       },
       {
         client_id: 'daemon-secret',
@@ -111,7 +114,7 @@ function buildProvider(issuer) {
       IdToken: ID_TTL,
       RefreshToken: RT_TTL,
       Grant: Math.max(RT_TTL, 14 * 24 * 60 * 60),
-      DeviceCode: 600,
+      DeviceCode: DEVICE_TTL,
       AuthorizationCode: 60,
       Interaction: 3600,
       Session: 14 * 24 * 60 * 60,

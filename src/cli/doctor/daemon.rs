@@ -145,8 +145,10 @@ fn profile_states(doc: Option<&StatusDoc>, profiles: &[&ProfileConfig], report: 
             );
         } else {
             let fix = match (state, p.login.refresh_token_file()) {
-                ("login_required", Some(f)) => format!(
-                    "log in again and write the new refresh token to {} (picked up at once)",
+                ("login_required" | "logged_out", Some(f)) => format!(
+                    "run `credbroker login --profile {}` (or write a new refresh token to {}; \
+                     picked up at once)",
+                    p.name,
                     f.display()
                 ),
                 _ => "see `credbroker status` and the upstream checks above".to_owned(),

@@ -1,0 +1,262 @@
+//! Signing in and out, run by `credbroker login` / `logout` in the user's
+//! terminal — never by the daemon, which only ever refreshes.
+//!
+//! * [`sign_in`]: the profile's IdP flow ([`oidc`]: device grant, or code +
+//!   PKCE through the browser and a loopback [`redirect`]), the id_token
+//!   checked ([`id_token`]), then the refresh token stored where the daemon
+//!   reads it (the profile's token store) and the cached identity id dropped
+//!   (it belongs to whoever signed in before).
+//! * [`sign_out`]: the refresh token revoked at the IdP (RFC 7009), then the
+//!   token and the identity cache deleted, even when revocation fails.
+//!
+//! Telling the running daemon (so it refreshes at once, or drops the
+//! credentials at once) is the CLI's job, through the admin API.
+
+pub mod id_token;
+pub mod oidc;
+pub mod redirect;
+pub mod userpool;
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::config::{LoginConfig, ProfileConfig};
+use crate::fsutil;
+use crate::secret::SecretString;
+use crate::upstream::token_store::{TokenFile, TokenStore};
+
+/// Exit code: the user or the IdP denied the sign-in (sysexits `EX_NOPERM`).
+pub const EXIT_DENIED: u8 = 77;
+/// Exit code: the code or the wait expired; try again (`EX_TEMPFAIL`).
+pub const EXIT_EXPIRED: u8 = 75;
+/// Exit code: the IdP answered something we cannot accept (`EX_PROTOCOL`).
+pub const EXIT_PROTOCOL: u8 = 76;
+/// Exit code: the token could not be stored (`EX_CANTCREAT`).
+pub const EXIT_CANTCREAT: u8 = 73;
+/// Exit code: cancelled with Ctrl-C (128 + SIGINT, as shells report it).
+pub const EXIT_CANCELLED: u8 = 130;
+
+/// Why a sign-in failed; each kind has its exit code.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// Config or usage: 64.
+    #[error("{0}")]
+    Usage(String),
+    /// The IdP is unreachable or failing: 69.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Denied by the user or the IdP: 77.
+    #[error("{0}")]
+    Denied(String),
+    /// Expired before approval: 75.
+    #[error("{0}")]
+    Expired(String),
+    /// An answer we refuse (bad id_token, no refresh token, mix-up): 76.
+    #[error("{0}")]
+    Protocol(String),
+    /// Local failure (storing the token): 73.
+    #[error("{0}")]
+    Local(String),
+    /// Ctrl-C: 130.
+    #[error("cancelled")]
+    Cancelled,
+}
+
+impl Error {
+    /// The process exit code.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Usage(_) => crate::EXIT_USAGE,
+            Error::Unavailable(_) => crate::EXIT_UNAVAILABLE,
+            Error::Denied(_) => EXIT_DENIED,
+            Error::Expired(_) => EXIT_EXPIRED,
+            Error::Protocol(_) => EXIT_PROTOCOL,
+            Error::Local(_) => EXIT_CANTCREAT,
+            Error::Cancelled => EXIT_CANCELLED,
+        }
+    }
+}
+
+/// A finished sign-in. No `Debug`: it holds the refresh token.
+pub struct SignedIn {
+    /// The refresh token to store.
+    pub refresh_token: SecretString,
+    /// Who signed in (the id_token's `sub`).
+    pub subject: String,
+}
+
+/// What the terminal shows while a sign-in runs.
+pub trait Progress {
+    /// RFC 8628: where to go and which code to enter.
+    fn device_code(
+        &mut self,
+        uri: &str,
+        complete: Option<&str>,
+        user_code: &str,
+        expires_in: Duration,
+    );
+    /// The authorization URL, and whether a browser was opened on it.
+    fn browser_url(&mut self, url: &str, opened: bool);
+    /// A one-line remark.
+    fn note(&mut self, msg: &str);
+    /// Called about once a second while waiting for the user.
+    fn tick(&mut self, waited: Duration);
+}
+
+/// What a password sign-in asks the user (Cognito user pools).
+pub trait Ask {
+    /// The username, when `login.username` names none.
+    fn username(&mut self) -> Result<String, Error>;
+    /// The password (never echoed).
+    fn password(&mut self, username: &str) -> Result<SecretString, Error>;
+    /// An MFA code from `kind` ("authenticator app", "SMS").
+    fn mfa_code(&mut self, kind: &str) -> Result<String, Error>;
+}
+
+/// Sleep `d`, ticking the indicator every second.
+pub async fn wait(ui: &mut dyn Progress, d: Duration) {
+    let start = tokio::time::Instant::now();
+    let end = start + d;
+    loop {
+        let now = tokio::time::Instant::now();
+        if now >= end {
+            return;
+        }
+        tokio::time::sleep((end - now).min(Duration::from_secs(1))).await;
+        ui.tick(start.elapsed());
+    }
+}
+
+/// How to sign in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// RFC 8628 device grant.
+    Device,
+    /// Code + PKCE through a browser (`open`: launch it, else print the URL).
+    Browser {
+        /// Launch the system browser.
+        open: bool,
+    },
+}
+
+/// Whether this machine can open a browser for the user: a desktop session,
+/// not inside a container, not over SSH. Else the device grant is the default
+/// (aws/aws-cli#9098: a PKCE default inside Docker cannot work).
+pub fn can_open_browser(env: &crate::config::Env) -> bool {
+    let set = |k: &str| env.get(k).is_some_and(|v| !v.is_empty());
+    let desktop = set("DISPLAY") || set("WAYLAND_DISPLAY") || cfg!(target_os = "macos");
+    let ssh = set("SSH_CONNECTION") || set("SSH_TTY");
+    let container = Path::new("/.dockerenv").exists()
+        || Path::new("/run/.containerenv").exists()
+        || set("KUBERNETES_SERVICE_HOST");
+    desktop && !ssh && !container
+}
+
+/// Run the profile's sign-in and store the refresh token: OIDC through
+/// `method`, a user pool with a password (`ask`).
+pub async fn sign_in(
+    profile: &ProfileConfig,
+    method: Method,
+    ui: &mut dyn Progress,
+    ask: &mut dyn Ask,
+) -> Result<String, Error> {
+    let key = format!("profiles.{}.login", profile.name);
+    let (file, done) = match &profile.login {
+        LoginConfig::Oidc(cfg) => {
+            let idp = oidc::Provider::discover(cfg, &key).await?;
+            let done = match method {
+                Method::Device => idp.device(ui).await?,
+                Method::Browser { open } => idp.code(&profile.sign_in, open, ui).await?,
+            };
+            (&cfg.refresh_token_file, done)
+        }
+        LoginConfig::UserPool(cfg) => (
+            &cfg.refresh_token_file,
+            userpool::sign_in(profile, cfg, ask).await?,
+        ),
+        LoginConfig::None => {
+            return Err(Error::Usage(format!(
+                "profile {:?} has login.kind = \"none\" (a guest identity): there is nothing to sign in to",
+                profile.name
+            )));
+        }
+    };
+    store(profile, file, &done.refresh_token)?;
+    Ok(done.subject)
+}
+
+/// Store a new refresh token (atomically, 0600, in a private directory) and
+/// forget the identity id cached for whoever signed in before.
+fn store(profile: &ProfileConfig, file: &Path, token: &SecretString) -> Result<(), Error> {
+    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fsutil::ensure_private_dir(dir)
+            .map_err(|e| Error::Local(format!("cannot use {}: {e}", dir.display())))?;
+    }
+    TokenFile::new(file.to_path_buf(), profile.login.kind())
+        .save(token)
+        .map_err(|e| Error::Local(e.to_string()))?;
+    forget_identity(profile);
+    Ok(())
+}
+
+fn forget_identity(profile: &ProfileConfig) {
+    if let Some(f) = profile.aws.identity_id_file()
+        && let Err(e) = std::fs::remove_file(f)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %f.display(), error = %e, "cannot remove the cached identity id");
+    }
+}
+
+/// What a sign-out did.
+#[derive(Debug)]
+pub struct SignedOut {
+    /// A token was stored (and so deleted).
+    pub had_token: bool,
+    /// Revocation at the IdP: `Ok` when revoked (or nothing to revoke).
+    pub revoked: Result<(), String>,
+}
+
+/// Revoke the stored refresh token at the IdP, then delete it and the
+/// identity cache — the local state is cleared whatever the IdP says.
+pub async fn sign_out(profile: &ProfileConfig) -> Result<SignedOut, Error> {
+    let Some(file) = profile.login.refresh_token_file() else {
+        return Err(Error::Usage(format!(
+            "profile {:?} has no sign-in (login.kind = \"none\")",
+            profile.name
+        )));
+    };
+    let token = match fsutil::read_secret_file(file) {
+        Ok(t) if !t.is_empty() => Some(crate::secret::secret(t)),
+        Ok(_) => None,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(Error::Local(format!("cannot read {}: {e}", file.display()))),
+    };
+    let revoked = match (&token, &profile.login) {
+        (None, _) => Ok(()),
+        (Some(t), LoginConfig::Oidc(cfg)) => {
+            let key = format!("profiles.{}.login", profile.name);
+            match oidc::Provider::discover(cfg, &key).await {
+                Ok(idp) => idp.revoke(t).await,
+                Err(e) => Err(e.to_string()),
+            }
+        }
+        (Some(t), LoginConfig::UserPool(cfg)) => userpool::revoke(profile, cfg, t).await,
+        (Some(_), LoginConfig::None) => Ok(()),
+    };
+    match std::fs::remove_file(file) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(Error::Local(format!(
+                "cannot delete {}: {e}",
+                file.display()
+            )));
+        }
+    }
+    forget_identity(profile);
+    Ok(SignedOut {
+        had_token: token.is_some(),
+        revoked,
+    })
+}
