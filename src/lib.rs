@@ -19,6 +19,8 @@
 //!                                                    └──► listeners: swap ListenerView
 //!  refresh-token file (notify) / SIGHUP ─► Wake ─► refresher[profile]
 //!  `credbroker login`/`logout` ─► POST /v1/profiles/{p}/… ─► control ─► supervisor: restart / drop
+//!  Metrics (app) ─► server (requests, IMDS tokens, GET /metrics), refresher (outcomes),
+//!                  upstream (call latency); optional metrics listener (/metrics, health)
 //!
 //!  refresher[p] ──(upstream: login ─► aws)──► ProfileStore[p] (tokio::watch, one writer)
 //!     (profiles on one refresh-token file share one login)   │
@@ -29,22 +31,23 @@
 //!
 //! | module | responsibility | uses |
 //! |---|---|---|
-//! | [`config`] | raw TOML/env → typed, validated [`config::Config`] (`raw`, `validate`, `display`); [`config::ConfigDiff`] for reloads | `net`, `fsutil` |
+//! | [`config`] | raw TOML/env → typed, validated [`config::Config`] (`raw`, `validate`, `display`); [`config::ConfigDiff`] for reloads | `net`, `fsutil`, `telemetry` (log format, filter check) |
 //! | [`net`] | what counts as loopback; which upstream URLs are acceptable | – |
 //! | [`secret`] | redaction helpers (`SecretString`, key suffixes) | – |
 //! | [`clock`] | injectable wall clock | – |
 //! | [`fsutil`] | atomic 0600 writes, secret-file reads, owner/mode checks of directories and files | – |
 //! | [`creds`] | [`creds::AwsCredentials`] and their pre-rendered wire bodies | `secret` |
+//! | [`metrics`] | the Prometheus registry and its typed handles (refresh counters, upstream timer, IMDS token counters, request counts); OpenMetrics rendering | – |
 //! | [`store`] | per-profile `watch` snapshot: served creds + status | `creds` |
-//! | [`upstream`] | the one seam to the outside: IdP refresh and AWS exchange | `config`, `creds`, `clock`, `fsutil`, `net`, `secret` |
-//! | [`refresher`] | schedule, backoff, login-required state; the only writer | `upstream` (trait), `store`, `creds`, `clock`, `fsutil`, `secret` |
-//! | [`server`] | IMDS, ECS, health, status and login/logout notification routes + security guards | `store`, `creds`, `clock`, `net`, `secret`, `control` — **never `upstream`** |
+//! | [`upstream`] | the one seam to the outside: IdP refresh and AWS exchange | `config`, `creds`, `clock`, `fsutil`, `metrics` (timer), `net`, `secret` |
+//! | [`refresher`] | schedule, backoff, login-required state; the only writer | `upstream` (trait), `store`, `creds`, `clock`, `fsutil`, `metrics`, `secret` |
+//! | [`server`] | IMDS, ECS, health, status, `/metrics` and login/logout notification routes + security guards; the metrics-only listener | `store`, `creds`, `clock`, `metrics`, `net`, `secret`, `control` — **never `upstream`** |
 //! | [`control`] | commands from the admin API to the app (`login`/`logout` finished for a profile): a channel the server sends on and the app's reload loop applies | – |
 //! | [`login`] | interactive sign-in and sign-out, run by `credbroker login`/`logout` (never the daemon): OIDC discovery, device grant, code + PKCE with a loopback redirect, id_token validation (`jsonwebtoken`), RFC 7009 revocation, storing the token | `config`, `fsutil`, `net`, `secret`, `upstream` (token store, HTTP client) |
 //! | [`watcher`] | file-change notifications → wake a profile's refresher | `refresher` (its `Wake`), `fsutil` |
 //! | [`app`] | composition root, the only place that spawns long-lived tasks: `App::build`/`run`, `Deps` (source factory, listeners), the per-profile `supervisor`, `reload`, shared logins (`UpstreamSources`) | everything above, `shutdown` |
 //! | [`cli`] | `serve`, `check-config`; `login`, `logout`; client commands `status`, `env`, `exec`, `credential-process`, `doctor`, `healthcheck` through one daemon client (`cli::client`); `completions`, `man` | `app`, `clock`, `config`, `error`, `fsutil`, `login`, `net`, `secret`, `shutdown` |
-//! | [`error`], [`shutdown`], [`telemetry`], [`systemd`] | start-up errors and exit codes; signals; logging with fixed caps (journald priorities); notify protocol and socket activation | `config` (error only), `net` (systemd) |
+//! | [`error`], [`shutdown`], [`telemetry`], [`systemd`] | start-up errors and exit codes; signals; logging with fixed caps (text or JSON, journald priorities); notify protocol and socket activation | `config` (error only), `net` (systemd) |
 //! | [`peer`] | who owns the other end of a loopback connection (sock_diag), and the uid access policy | `fsutil` |
 //! | `testing` | fixtures for unit, socket and fuzz tests (hidden) | `server`, `store`, `creds`, `clock`, `secret` |
 //!
@@ -69,6 +72,7 @@ pub mod creds;
 pub mod error;
 pub mod fsutil;
 pub mod login;
+pub mod metrics;
 pub mod net;
 pub mod peer;
 pub mod refresher;

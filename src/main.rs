@@ -1,5 +1,5 @@
-//! The `credbroker` binary: parse the command line, start logging and the
-//! runtime, and hand over to [`credbroker::cli::run`], which owns every
+//! The `credbroker` binary: parse the command line, start the runtime, and
+//! hand over to [`credbroker::cli::run`], which starts logging and owns every
 //! command and its exit code (0 success, 64 usage/config error, 69 daemon
 //! unavailable or port taken, 3 a profile not serving, 1 anything else;
 //! `exec` passes its child's through).
@@ -23,7 +23,6 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    credbroker::telemetry::init();
     match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

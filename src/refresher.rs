@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::SharedClock;
 use crate::creds::{Served, rfc3339};
 use crate::fsutil;
+use crate::metrics::RefreshCounters;
 use crate::store::{ErrorInfo, ProfileStore, State};
 use crate::upstream::CredentialSource;
 
@@ -97,6 +98,8 @@ pub struct Settings {
     pub refresh_before: Duration,
     /// The refresh-token file (watched while login is required).
     pub refresh_token_file: Option<PathBuf>,
+    /// This profile's refresh counters (`credbroker_refreshes_total`).
+    pub metrics: RefreshCounters,
 }
 
 enum Waited {
@@ -191,12 +194,14 @@ pub async fn run<S: CredentialSource>(
         let (deadline, accept) = match result {
             Ok(creds) => {
                 failures = 0;
+                settings.metrics.success.inc();
                 let next = published(&store, &settings, &creds, now);
                 (Some(next), Accept::Nothing)
             }
             Err(e) if e.is_login_required() => {
                 failures += 1;
-                tracing::error!(profile, error = %e, "login required; not retrying until the refresh token changes or SIGHUP");
+                settings.metrics.login_required.inc();
+                tracing::error!(profile, outcome = "login_required", error_kind = %e.kind(), error = %e, "login required; not retrying until the refresh token changes or SIGHUP");
                 store.update(|s| {
                     s.state = State::LoginRequired;
                     s.last_error = Some(error_info(&e, now));
@@ -213,6 +218,7 @@ pub async fn run<S: CredentialSource>(
             }
             Err(e) => {
                 failures += 1;
+                settings.metrics.failure.inc();
                 let next = failed(&store, profile, &e, now, failures);
                 (Some(next), change_of(token_file))
             }
@@ -261,11 +267,15 @@ fn published(
         settings.refresh_before,
         random_unit(),
     );
+    let secs = |later: SystemTime| later.duration_since(now).map_or(0, |d| d.as_secs());
     tracing::info!(
         profile = settings.profile.as_str(),
+        outcome = "success",
         key = %format_args!("…{}", served.key_suffix),
         expires = %rfc3339(creds.expiration),
+        lifetime_s = secs(creds.expiration),
         next_refresh = %rfc3339(next),
+        next_refresh_in_s = secs(next),
         "credentials refreshed"
     );
     store.update(|s| {
@@ -296,10 +306,12 @@ fn failed(
         .served
         .as_ref()
         .is_some_and(|s| s.usable_at(now, Duration::ZERO));
+    let next_refresh = rfc3339(next);
+    let kind = e.kind();
     if still_valid {
-        tracing::warn!(profile, error = %e, retry_in = ?delay, "refresh failed; serving the last good credentials until they expire");
+        tracing::warn!(profile, outcome = "failure", error_kind = %kind, error = %e, retry_in = ?delay, %next_refresh, "refresh failed; serving the last good credentials until they expire");
     } else {
-        tracing::error!(profile, error = %e, retry_in = ?delay, "refresh failed and no valid credentials remain");
+        tracing::error!(profile, outcome = "failure", error_kind = %kind, error = %e, retry_in = ?delay, %next_refresh, "refresh failed and no valid credentials remain");
     }
     store.update(|s| {
         s.state = if s.served.is_some() {
@@ -480,6 +492,7 @@ mod tests {
                 profile: "p".into(),
                 refresh_before: Duration::from_secs(1800),
                 refresh_token_file,
+                metrics: Default::default(),
             };
             let task = tokio::spawn(run(src.clone(), store, clock, settings, rx, cancel.clone()));
             Harness {

@@ -1,4 +1,6 @@
-//! Logging: `tracing` to stderr, filtered by `RUST_LOG` (default `info`).
+//! Logging: `tracing` to stderr, filtered by `RUST_LOG` (else the config's
+//! `log.level`, default `info`), as text or as one JSON object per line
+//! (`log.format = "json"`).
 //!
 //! Third-party HTTP and AWS SDK crates are capped at `debug` **whatever
 //! `RUST_LOG` says**: at trace level they dump raw requests and responses,
@@ -9,8 +11,12 @@
 //! only lower them. Deciding from the spec's text instead (as an earlier
 //! version did) misses spellings that mean trace without saying it.
 //! Our own modules never log a secret at any level (tests grep the output).
-//! Timestamps are left out under systemd (`JOURNAL_STREAM` set): journald
-//! adds its own.
+//! Text lines leave timestamps out under systemd (`JOURNAL_STREAM` set):
+//! journald adds its own. JSON lines are always complete objects (with a
+//! timestamp, no priority prefix), for log shippers that parse them.
+//!
+//! The daemon installs its subscriber once its config is loaded
+//! ([`init_with`]); the other commands log with the defaults ([`init`]).
 
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::{FilterExt, LevelFilter, Targets};
@@ -59,6 +65,45 @@ pub fn caps() -> Targets {
         .fold(t, |t, c| t.with_target(*c, LevelFilter::INFO))
 }
 
+/// `log.format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines (journald style under systemd).
+    #[default]
+    Text,
+    /// One JSON object per line (tracing-subscriber's JSON formatter).
+    Json,
+}
+
+impl LogFormat {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+/// Is `spec` a valid filter? For `log.level`, which, unlike `RUST_LOG`, is
+/// checked strictly: every directive must parse, and one without `=` must
+/// be a level (EnvFilter would take `loud` as a target name and enable it at
+/// trace; write `target=level` for that).
+pub fn check_spec(spec: &str) -> Result<(), String> {
+    for d in spec.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        if !d.contains('=') && d.parse::<LevelFilter>().is_err() {
+            return Err(format!(
+                "{d:?} is not a level (off, error, warn, info, debug, trace); use target=level for a target"
+            ));
+        }
+    }
+    EnvFilter::builder()
+        .with_default_directive(LevelFilter::INFO.into())
+        .parse(spec)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
 /// How lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Style {
@@ -96,12 +141,36 @@ where
     }
 }
 
-/// A formatting layer writing to `writer`, filtered by `spec` **and** [`caps`].
+/// A text layer writing to `writer`, filtered by `spec` **and** [`caps`].
 pub fn layer<S, W>(spec: Option<&str>, writer: W, ansi: bool, style: Style) -> impl Layer<S>
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
+    layer_as(LogFormat::Text, spec, writer, ansi, style)
+}
+
+/// A layer in `format` writing to `writer`, filtered by `spec` **and**
+/// [`caps`] (the same caps for both formats).
+pub fn layer_as<S, W>(
+    format: LogFormat,
+    spec: Option<&str>,
+    writer: W,
+    ansi: bool,
+    style: Style,
+) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    if format == LogFormat::Json {
+        return tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(writer)
+            .with_ansi(false)
+            .with_filter(filter(spec).and(caps()))
+            .boxed();
+    }
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(writer)
         .with_ansi(ansi && style == Style::Plain);
@@ -117,9 +186,19 @@ where
     }
 }
 
-/// Install the global subscriber (idempotent: later calls are ignored).
+/// Install the global subscriber with the defaults: text, `RUST_LOG` or
+/// `info` (idempotent: later calls are ignored).
 pub fn init() {
-    let spec = std::env::var("RUST_LOG").ok();
+    init_with(LogFormat::Text, "info");
+}
+
+/// Install the global subscriber: `format`, and `RUST_LOG` when set and
+/// non-empty, else `level` (idempotent: later calls are ignored).
+pub fn init_with(format: LogFormat, level: &str) {
+    let env = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|s| !s.trim().is_empty());
+    let spec = env.as_deref().unwrap_or(level);
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let style = if std::env::var_os("JOURNAL_STREAM").is_some() {
         Style::Journald
@@ -127,7 +206,7 @@ pub fn init() {
         Style::Plain
     };
     let _ = tracing_subscriber::registry()
-        .with(layer(spec.as_deref(), std::io::stderr, ansi, style))
+        .with(layer_as(format, Some(spec), std::io::stderr, ansi, style))
         .try_init();
 }
 
@@ -190,6 +269,67 @@ mod tests {
         ] {
             let out = run(spec);
             assert!(!out.contains("SECRET"), "RUST_LOG={spec} leaked:\n{out}");
+        }
+    }
+
+    /// Like [`run`], in JSON.
+    fn run_json(spec: &str) -> String {
+        let buf = Buf::default();
+        let w = buf.clone();
+        let sub = tracing_subscriber::registry().with(layer_as(
+            LogFormat::Json,
+            Some(spec),
+            move || w.clone(),
+            false,
+            Style::Journald,
+        ));
+        tracing::subscriber::with_default(sub, || {
+            tracing::trace!(target: "aws_smithy_runtime", "SECRET-smithy-trace");
+            tracing::trace!(target: "reqwest::connect", "SECRET-reqwest-trace");
+            tracing::trace!(target: "hyper_util::client", "SECRET-hyper-util-trace");
+            tracing::debug!(target: "hyper::proto", "hyper-debug");
+            tracing::info!(target: "credbroker::refresher", profile = "dev", outcome = "success", lifetime_s = 3600u64, "credentials refreshed");
+            tracing::trace!(target: "credbroker::refresher", "own-trace");
+        });
+        String::from_utf8(buf.0.lock().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn json_lines_are_objects_and_keep_the_caps() {
+        for spec in ["trace", "5", "aws_smithy_runtime=trace,reqwest=trace"] {
+            let out = run_json(spec);
+            assert!(!out.contains("SECRET"), "RUST_LOG={spec} leaked:\n{out}");
+            assert!(!out.contains("hyper-debug"), "{out}");
+        }
+        let out = run_json("trace");
+        let lines: Vec<serde_json::Value> = out
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        assert_eq!(lines.len(), 2, "{out}");
+        let f = &lines[0]["fields"];
+        assert_eq!(f["message"], "credentials refreshed");
+        assert_eq!(f["profile"], "dev");
+        assert_eq!(f["outcome"], "success");
+        assert_eq!(f["lifetime_s"], 3600);
+        assert_eq!(lines[0]["level"], "INFO");
+        assert!(lines[0]["timestamp"].is_string(), "{out}");
+        assert!(!out.starts_with('<'), "no journald prefix on JSON: {out}");
+    }
+
+    #[test]
+    fn log_levels_are_checked_strictly() {
+        for ok in [
+            "info",
+            "warn,credbroker=debug",
+            "trace",
+            "off",
+            "credbroker::refresher=debug",
+        ] {
+            assert!(check_spec(ok).is_ok(), "{ok}");
+        }
+        for bad in ["loud", "credbroker=verbose", "info,credbroker"] {
+            assert!(check_spec(bad).is_err(), "{bad}");
         }
     }
 

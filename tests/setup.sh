@@ -22,7 +22,9 @@
 #     (apt-get as root, else
 #     the command is printed and setup fails), and target/compat/go-probe, built
 #     offline GOPATH-style from tests/clients/go/probe.go (rebuilt only when the
-#     source, Go or the SDK package changed).
+#     source, Go or the SDK package changed);
+#   - not with --demo: Debian's prometheus (tests/e2e/test_metrics.py scrapes
+#     the daemon with the real server).
 # Usage: bash tests/setup.sh          everything tests/run.sh needs
 #        bash tests/setup.sh --demo   only what tests/demo.sh needs (Rust, .venv,
 #                                     oidc-provider): no root, no Go or Ruby
@@ -194,6 +196,10 @@ else
   command -v go >/dev/null 2>&1 && command -v ruby >/dev/null 2>&1 \
     || die "the SDK compatibility matrix needs Go with aws-sdk-go-v2 and Ruby with aws-sdk-core (Debian: apt-get install ${compat_debs[*]})"
 fi
+
+# --- Prometheus: tests/e2e/test_metrics.py scrapes the daemon with the real server
+command -v prometheus >/dev/null 2>&1 \
+  || apt_install "Prometheus (tests/e2e/test_metrics.py scrapes /metrics with it)" prometheus
 
 # --- SDK compatibility matrix: the Go client, built offline -------------------
 gosdk=/usr/share/gocode/src/github.com/aws/aws-sdk-go-v2

@@ -33,6 +33,7 @@ use crate::clock::SharedClock;
 use crate::config::{Config, Env, ProfileConfig};
 use crate::error::StartupError;
 use crate::fsutil;
+use crate::metrics::Metrics;
 use crate::secret::{SecretString, secret};
 use crate::server::{self, ListenerView, ServerState, Shared};
 use crate::store::Registry;
@@ -137,16 +138,21 @@ pub struct Deps<F: SourceFactory> {
     pub listener: Option<TcpListener>,
     /// The environment the config was loaded with; reloads use it again.
     pub env: Env,
+    /// The daemon's metrics, shared by the server, the refreshers and
+    /// (through [`Metrics::upstream_timer`]) the source factory.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Deps<UpstreamSources> {
     /// The real upstream, the system clock and this process's environment.
     pub fn real(clock: SharedClock) -> Self {
+        let metrics = Arc::new(Metrics::new());
         Deps {
-            sources: UpstreamSources::new(clock.clone()),
+            sources: UpstreamSources::new(clock.clone(), metrics.upstream_timer()),
             clock,
             listener: None,
             env: std::env::vars().collect(),
+            metrics,
         }
     }
 }
@@ -161,6 +167,8 @@ pub struct App<F: SourceFactory> {
     listener: TcpListener,
     addr: SocketAddr,
     imds_listeners: BTreeMap<String, TcpListener>,
+    /// `server.metrics_listen`, bound.
+    metrics_listener: Option<TcpListener>,
 }
 
 impl<F: SourceFactory> std::fmt::Debug for App<F> {
@@ -253,6 +261,10 @@ impl<F: SourceFactory> App<F> {
                 imds_listeners.insert(p.name.clone(), bind(a).await?);
             }
         }
+        let metrics_listener = match config.server.metrics_listen {
+            Some(a) => Some(bind(a).await?),
+            None => None,
+        };
         Ok(App {
             config,
             deps,
@@ -260,6 +272,7 @@ impl<F: SourceFactory> App<F> {
             listener,
             addr,
             imds_listeners,
+            metrics_listener,
         })
     }
 
@@ -280,10 +293,14 @@ impl<F: SourceFactory> App<F> {
             listener,
             addr,
             mut imds_listeners,
+            metrics_listener,
         } = self;
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
-        let shared = Arc::new(Shared::new(Registry::default(), token, deps.clock.clone()));
+        let shared = Arc::new(
+            Shared::new(Registry::default(), token, deps.clock.clone())
+                .with_metrics(deps.metrics.clone()),
+        );
         let (control, commands) = crate::control::Control::channel();
         let _ = shared.control.set(control);
         let main = Arc::new(ServerState::new(shared.clone(), main_view(&config, addr)));
@@ -301,6 +318,9 @@ impl<F: SourceFactory> App<F> {
                 .map_err(StartupError::Other)?;
         }
         sup.watch_token_files();
+        if let Some(l) = metrics_listener {
+            spawn_metrics_server(&tracker, &cancel, l, shared.clone());
+        }
         spawn_server(&tracker, &cancel, listener, main.clone());
         tracing::info!(
             addr = %addr,
@@ -418,6 +438,36 @@ fn spawn_server(
             }
         }
         .instrument(tracing::info_span!("server")),
+    );
+}
+
+/// `server.metrics_listen`: `/metrics`, `/healthz`, `/readyz` only.
+fn spawn_metrics_server(
+    tracker: &TaskTracker,
+    cancel: &CancellationToken,
+    listener: TcpListener,
+    shared: Arc<Shared>,
+) {
+    let addr = listener
+        .local_addr()
+        .map_or_else(|_| "?".to_owned(), |a| a.to_string());
+    // (Not "listening …": tests take the first such line as the main address.)
+    tracing::info!(metrics_addr = %addr, "serving /metrics, /healthz and /readyz on the metrics port");
+    let stop = cancel.clone();
+    tracker.spawn(
+        async move {
+            if let Err(e) = server::serve(
+                listener,
+                server::metrics_router(shared),
+                server::Limits::default(),
+                stop.cancelled_owned(),
+            )
+            .await
+            {
+                tracing::error!(error = %e, "metrics server failed");
+            }
+        }
+        .instrument(tracing::info_span!("metrics_server")),
     );
 }
 

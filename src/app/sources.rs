@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use crate::clock::SharedClock;
 use crate::config::{LoginConfig, ProfileConfig, token_file_key};
+use crate::metrics::UpstreamTimer;
 use crate::upstream::{Chain, CredentialSource, Login, UpstreamError, aws};
 
 /// Builds a profile's credential source.
@@ -36,16 +37,19 @@ pub trait SourceFactory: Send + Sync + 'static {
 /// The real upstream: a [`Chain`] per profile, logins shared per token file.
 pub struct UpstreamSources {
     clock: SharedClock,
+    /// Upstream call latencies (`credbroker_upstream_request_duration_seconds`).
+    timer: UpstreamTimer,
     /// Token file → the login using it (weak: a login lives as long as the
     /// profiles using it).
     logins: Mutex<HashMap<PathBuf, (LoginConfig, Weak<Login>)>>,
 }
 
 impl UpstreamSources {
-    /// A factory using `clock`.
-    pub fn new(clock: SharedClock) -> Self {
+    /// A factory using `clock`, timing upstream calls into `timer`.
+    pub fn new(clock: SharedClock, timer: UpstreamTimer) -> Self {
         UpstreamSources {
             clock,
+            timer,
             logins: Mutex::default(),
         }
     }
@@ -58,7 +62,12 @@ impl UpstreamSources {
         sdk: &aws_config::SdkConfig,
     ) -> Result<Arc<Login>, UpstreamError> {
         let Some(file) = profile.login.refresh_token_file() else {
-            return Ok(Arc::new(Login::build(profile, sdk, self.clock.clone())?));
+            return Ok(Arc::new(Login::build(
+                profile,
+                sdk,
+                self.clock.clone(),
+                &self.timer,
+            )?));
         };
         let key = token_file_key(file);
         let mut map = self.logins.lock().unwrap_or_else(|p| p.into_inner());
@@ -70,7 +79,7 @@ impl UpstreamSources {
             tracing::debug!(profile = %profile.name, file = %file.display(), "sharing the login of another profile on this refresh-token file");
             return Ok(login);
         }
-        let login = Arc::new(Login::build(profile, sdk, self.clock.clone())?);
+        let login = Arc::new(Login::build(profile, sdk, self.clock.clone(), &self.timer)?);
         map.insert(key, (profile.login.clone(), Arc::downgrade(&login)));
         Ok(login)
     }
@@ -93,6 +102,12 @@ impl SourceFactory for UpstreamSources {
     async fn build(&self, profile: &ProfileConfig) -> Result<Chain, UpstreamError> {
         let sdk = aws::sdk_config(profile).await;
         let login = self.login_for(profile, &sdk)?;
-        Ok(Chain::with_login(profile, &sdk, login, self.clock.clone()))
+        Ok(Chain::with_login(
+            profile,
+            &sdk,
+            login,
+            self.clock.clone(),
+            &self.timer,
+        ))
     }
 }

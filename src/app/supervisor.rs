@@ -162,6 +162,7 @@ impl<F: SourceFactory> Supervisor<F> {
                 l.cancel.cancel();
             }
             self.shared.registry.remove(name);
+            self.shared.metrics.forget_profile(name);
             tracing::info!(profile = name, "profile stopped");
         }
     }
@@ -374,6 +375,7 @@ impl<F: SourceFactory> Supervisor<F> {
             profile: profile.name.clone(),
             refresh_before: profile.refresh_before,
             refresh_token_file: profile.login.refresh_token_file().map(Path::to_path_buf),
+            metrics: self.shared.metrics.refresh_counters(&profile.name),
         };
         self.tracker.spawn(
             refresher::run(

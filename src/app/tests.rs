@@ -193,6 +193,7 @@ impl Running {
             },
             listener: None,
             env,
+            metrics: Default::default(),
         };
         let app = App::build(cfg, deps).await.unwrap();
         let base = format!("http://{}", app.addr());

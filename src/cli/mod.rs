@@ -218,13 +218,22 @@ async fn dispatch(cli: Cli) -> Result<u8, Error> {
     // Only the commands that need a valid config load it (`doctor` reports
     // an invalid one as a failing check).
     let load = || load_config(config.as_deref(), &env);
+    // The daemon logs as its config says; every other command with the
+    // defaults (RUST_LOG, text).
+    if !matches!(command, Command::Serve) {
+        crate::telemetry::init();
+    }
     match command {
         Command::Completions { shell } => out(&generate::completions(shell)),
         Command::Man { command } => out(&generate::man(command.as_deref())?),
         Command::Doctor { profile, json } => {
             doctor::run(config.as_deref(), &env, profile.as_deref(), json).await
         }
-        Command::Serve => serve(load()?).await,
+        Command::Serve => {
+            let cfg = load()?;
+            crate::telemetry::init_with(cfg.log.format, &cfg.log.level);
+            serve(cfg).await
+        }
         Command::CheckConfig => out(load()?.to_string().as_bytes()),
         Command::Status { json } => status::run(&load()?, json).await,
         Command::Env {

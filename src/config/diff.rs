@@ -53,6 +53,13 @@ impl ConfigDiff {
             .cloned()
             .collect();
         server_changes(&old.server, &new.server, &mut d);
+        // The subscriber is installed once, at start.
+        if old.log.format != new.log.format {
+            d.restart_needed.push("log.format");
+        }
+        if old.log.level != new.log.level {
+            d.restart_needed.push("log.level");
+        }
         d
     }
 
@@ -94,6 +101,10 @@ fn server_changes(o: &ServerConfig, n: &ServerConfig, d: &mut ConfigDiff) {
         (
             "server.ecs_token_group_readable",
             o.ecs_token_group_readable != n.ecs_token_group_readable,
+        ),
+        (
+            "server.metrics_listen",
+            o.metrics_listen != n.metrics_listen,
         ),
     ];
     d.restart_needed = restart

@@ -34,6 +34,12 @@ impl fmt::Display for Config {
             "ecs_token_group_readable = {}",
             self.server.ecs_token_group_readable
         )?;
+        if let Some(a) = self.server.metrics_listen {
+            writeln!(f, "metrics_listen = {}", q(&a.to_string()))?;
+        }
+        writeln!(f, "\n[log]")?;
+        writeln!(f, "format = {}", q(self.log.format.as_str()))?;
+        writeln!(f, "level = {}", q(&self.log.level))?;
         for (name, pr) in &self.profiles {
             writeln!(f, "\n[profiles.{name}]")?;
             writeln!(f, "region = {}", q(&pr.region))?;

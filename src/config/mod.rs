@@ -27,8 +27,11 @@ use std::time::Duration;
 use url::Url;
 
 pub use crate::peer::Access;
+pub use crate::telemetry::LogFormat;
 pub use diff::{ConfigDiff, ProfileChange};
-pub use raw::{RawAws, RawConfig, RawDuration, RawLogin, RawProfile, RawServer, StringList};
+pub use raw::{
+    RawAws, RawConfig, RawDuration, RawLog, RawLogin, RawProfile, RawServer, StringList,
+};
 pub use validate::{AWS_ENDPOINT_VARS, token_file_key};
 
 /// Default listener: loopback, the port the rolesanywhere helper made familiar.
@@ -73,6 +76,28 @@ pub struct Config {
     pub server: ServerConfig,
     /// Profiles by name (at least one).
     pub profiles: BTreeMap<String, ProfileConfig>,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// Validated `[log]`. Applied at start; a change needs a restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// `text` (default) or `json` (one JSON object per line).
+    pub format: LogFormat,
+    /// An `EnvFilter` spec (`info`, `warn,credbroker=debug`, …); a non-empty
+    /// `RUST_LOG` overrides it. The fixed caps of [`crate::telemetry`] apply
+    /// either way.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
 }
 
 /// Validated `[server]`.
@@ -100,6 +125,9 @@ pub struct ServerConfig {
     /// Let the ECS token file's group read it (0640, its directory 0750): a
     /// sidecar's app container in that group reads the token the daemon made.
     pub ecs_token_group_readable: bool,
+    /// A second listener serving only `/metrics`, `/healthz` and `/readyz`
+    /// (no credentials, so any address is allowed, e.g. a pod IP).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// A validated profile.

@@ -16,6 +16,17 @@ pub struct RawConfig {
     pub server: Option<RawServer>,
     /// `[profiles.<name>]`.
     pub profiles: Option<BTreeMap<String, RawProfile>>,
+    /// `[log]`.
+    pub log: Option<RawLog>,
+}
+
+/// `[log]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct RawLog {
+    pub format: Option<String>,
+    pub level: Option<String>,
 }
 
 /// `[server]` as written.
@@ -33,6 +44,7 @@ pub struct RawServer {
     pub strict_permissions: Option<bool>,
     pub allowed_uids: Option<StringList>,
     pub ecs_token_group_readable: Option<bool>,
+    pub metrics_listen: Option<String>,
 }
 
 /// `[profiles.<name>]` as written.

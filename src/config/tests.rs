@@ -318,3 +318,73 @@ fn sign_in_settings_are_checked_and_restart_nothing() {
     // Only `credbroker login` reads these: a reload that changes them restarts nothing.
     assert!(ConfigDiff::between(&ok, &fixed).is_empty());
 }
+
+#[test]
+fn metrics_listen_and_log_are_validated() {
+    let c = load_str(GOOD, &env()).unwrap();
+    assert_eq!(c.server.metrics_listen, None);
+    assert_eq!(c.log, LogConfig::default());
+    let text = format!(
+        "{GOOD}\n[server]\nmetrics_listen = \"0.0.0.0:9912\"\n[log]\nformat = \"json\"\nlevel = \"warn,credbroker=debug\"\n"
+    );
+    let c = load_str(&text, &env()).unwrap();
+    assert_eq!(
+        c.server.metrics_listen,
+        Some("0.0.0.0:9912".parse().unwrap())
+    );
+    assert_eq!(c.log.format, LogFormat::Json);
+    assert_eq!(c.log.level, "warn,credbroker=debug");
+    // check-config's output reloads with the same meaning.
+    let again = super::load_str(&c.to_string(), Path::new("b.toml"), &env()).unwrap();
+    assert_eq!(
+        (again.server.metrics_listen, again.log),
+        (c.server.metrics_listen, c.log)
+    );
+
+    for (extra, key, says) in [
+        (
+            "[server]\nmetrics_listen = \"nope\"",
+            "server.metrics_listen",
+            "invalid address",
+        ),
+        (
+            "[server]\nmetrics_listen = \"127.0.0.1:9911\"",
+            "server.metrics_listen",
+            "server.listen itself",
+        ),
+        (
+            "[log]\nformat = \"xml\"",
+            "log.format",
+            "\"text\" or \"json\"",
+        ),
+        ("[log]\nlevel = \"loud\"", "log.level", "not a level"),
+        (
+            "[log]\nlevel = \"credbroker=verbose\"",
+            "log.level",
+            "invalid level",
+        ),
+        ("[log]\ncolour = true", "log.colour", "unknown field"),
+    ] {
+        let e = err_of(&format!("{GOOD}\n{extra}\n"));
+        assert_eq!(e.key.as_deref(), Some(key), "{extra}: {e}");
+        assert!(e.to_string().contains(says), "{extra}: {e}");
+        assert!(e.to_string().starts_with("FILE: "), "{e}");
+    }
+}
+
+#[test]
+fn metrics_listen_and_log_changes_need_a_restart() {
+    let old = load_str(GOOD, &env()).unwrap();
+    let new = load_str(
+        &format!(
+            "{GOOD}\n[server]\nmetrics_listen = \"127.0.0.1:9912\"\n[log]\nformat = \"json\"\n"
+        ),
+        &env(),
+    )
+    .unwrap();
+    let d = ConfigDiff::between(&old, &new);
+    assert_eq!(
+        d.restart_needed,
+        vec!["server.metrics_listen", "log.format"]
+    );
+}

@@ -172,6 +172,12 @@ pub(super) fn validate(raw: RawConfig, path: &Path, env: &Env) -> Result<Config,
 
     let imds = rs.imds.unwrap_or(true);
     let imds_profile = imds_profile(&v, rs.imds_profile, &profiles)?;
+    let metrics_listen = rs
+        .metrics_listen
+        .as_deref()
+        .map(|s| metrics_addr(&v, s, listen))
+        .transpose()?;
+    let log = validate_log(&v, raw.log.unwrap_or_default())?;
 
     Ok(Config {
         source: path.to_path_buf(),
@@ -186,9 +192,54 @@ pub(super) fn validate(raw: RawConfig, path: &Path, env: &Env) -> Result<Config,
             strict_permissions: rs.strict_permissions.unwrap_or(false),
             allowed_uids,
             ecs_token_group_readable: rs.ecs_token_group_readable.unwrap_or(false),
+            metrics_listen,
         },
         profiles,
+        log,
     })
+}
+
+/// `server.metrics_listen`: any IP (it serves no credentials), not the main
+/// listener's own address.
+fn metrics_addr(v: &V<'_>, s: &str, listen: SocketAddr) -> Result<SocketAddr, ConfigError> {
+    let key = "server.metrics_listen";
+    let addr: SocketAddr = s.parse().map_err(|_| {
+        v.err(
+            key,
+            format!("invalid address {s:?}; expected IP:PORT such as \"127.0.0.1:9912\" or \"0.0.0.0:9912\""),
+        )
+    })?;
+    if addr.port() != 0 && addr == listen {
+        return Err(v.err(
+            key,
+            format!(
+                "{addr} is server.listen itself; /metrics is already served there, use another port"
+            ),
+        ));
+    }
+    Ok(addr)
+}
+
+/// `[log]`: `format` is `text` or `json`; `level` must parse as a filter.
+fn validate_log(v: &V<'_>, raw: RawLog) -> Result<LogConfig, ConfigError> {
+    let format = match raw.format.as_deref() {
+        None | Some("text") => LogFormat::Text,
+        Some("json") => LogFormat::Json,
+        Some(other) => {
+            return Err(v.err(
+                "log.format",
+                format!("unknown format {other:?}; use \"text\" or \"json\""),
+            ));
+        }
+    };
+    let level = raw.level.unwrap_or_else(|| "info".into());
+    if let Err(e) = crate::telemetry::check_spec(&level) {
+        return Err(v.err(
+            "log.level",
+            format!("invalid level {level:?} ({e}); use e.g. \"info\", \"debug\" or \"warn,credbroker=debug\""),
+        ));
+    }
+    Ok(LogConfig { format, level })
 }
 
 /// `allowed_uids`: `"any"`, or uids, user names and `"self"`.

@@ -2,6 +2,8 @@
 //!
 //! * `GET /healthz`: the process is alive (always 200).
 //! * `GET /readyz`: 200 only when **every** profile has valid credentials.
+//! * `GET /metrics`: Prometheus/OpenMetrics text ([`crate::metrics`]); the
+//!   per-profile gauges are read from the snapshots at scrape time.
 //! * `GET /v1/status` (ECS token required): per-profile state, expiry, next
 //!   refresh and last error kind. Never a secret: the access key id appears
 //!   only as its last four characters.
@@ -47,6 +49,42 @@ pub async fn readyz(State(st): State<Arc<ServerState>>) -> Response {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready")
     };
     (code, [(header::CONTENT_TYPE, "text/plain")], body).into_response()
+}
+
+/// `GET /metrics`.
+pub async fn metrics(State(st): State<Arc<ServerState>>) -> Response {
+    let now = st.shared.clock.now();
+    let samples: Vec<crate::metrics::ProfileSample> = st
+        .shared
+        .registry
+        .all()
+        .iter()
+        .map(|(name, p)| {
+            let s = p.reader.borrow();
+            crate::metrics::ProfileSample {
+                profile: name.clone(),
+                expires_in: s
+                    .served
+                    .as_ref()
+                    .map(|c| seconds_between(now, c.expiration)),
+                login_required: s.state == crate::store::State::LoginRequired,
+            }
+        })
+        .collect();
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        st.shared.metrics.render(&samples),
+    )
+        .into_response()
+}
+
+/// `to − from` in seconds, negative when `to` is earlier.
+fn seconds_between(from: SystemTime, to: SystemTime) -> f64 {
+    match to.duration_since(from) {
+        Ok(d) => d.as_secs_f64(),
+        Err(e) => -e.duration().as_secs_f64(),
+    }
 }
 
 /// The status document for one profile.

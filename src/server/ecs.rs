@@ -49,13 +49,17 @@ fn serve_profile(st: &ServerState, headers: &HeaderMap, name: &str) -> Response 
         return error(StatusCode::NOT_FOUND, "NotFound", "no such profile");
     };
     let snap = p.reader.borrow();
+    let now = st.shared.clock.now();
     match &snap.served {
-        Some(s) if s.usable_at(st.shared.clock.now(), SERVE_MARGIN) => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/json")],
-            s.ecs.clone(),
-        )
-            .into_response(),
+        Some(s) if s.usable_at(now, SERVE_MARGIN) => {
+            super::log_served(name, "ecs", s, now);
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                s.ecs.clone(),
+            )
+                .into_response()
+        }
         _ => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "CredentialsUnavailable",

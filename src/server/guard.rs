@@ -50,6 +50,18 @@ fn browser(headers: &HeaderMap) -> bool {
             .is_some_and(|ua| ua.starts_with("Mozilla/"))
 }
 
+/// The metrics listener's only guard: no browser-sent or forwarded requests.
+pub async fn no_browsers(req: Request, next: Next) -> Response {
+    let headers = req.headers();
+    if FORWARDING.iter().any(|h| headers.contains_key(*h)) {
+        return refuse("forwarded request");
+    }
+    if browser(headers) {
+        return refuse("browser request");
+    }
+    next.run(req).await
+}
+
 /// The guard middleware.
 pub async fn guard(
     State(state): State<Arc<ServerState>>,

@@ -124,15 +124,19 @@ fn creds(st: &ServerState, headers: &HeaderMap, role: &str, extended: bool) -> R
         return text(StatusCode::NOT_FOUND, "not found");
     }
     let served = p.reader.borrow().served.clone();
+    let now = st.shared.clock.now();
     match served {
-        Some(s) if s.usable_at(st.shared.clock.now(), SERVE_MARGIN) => text(
-            StatusCode::OK,
-            if extended {
-                s.imds_extended.clone()
-            } else {
-                s.imds.clone()
-            },
-        ),
+        Some(s) if s.usable_at(now, SERVE_MARGIN) => {
+            super::log_served(&st.view().imds_profile, "imds", &s, now);
+            text(
+                StatusCode::OK,
+                if extended {
+                    s.imds_extended.clone()
+                } else {
+                    s.imds.clone()
+                },
+            )
+        }
         _ => text(StatusCode::SERVICE_UNAVAILABLE, "credentials unavailable"),
     }
 }

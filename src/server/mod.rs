@@ -34,6 +34,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::clock::SharedClock;
+use crate::metrics::Metrics;
 use crate::secret::SecretString;
 use crate::store::Registry;
 
@@ -62,6 +63,9 @@ pub struct Shared {
     /// Where `POST /v1/profiles/{p}/login|logout` send their command (set
     /// once by the app; unset, those routes answer 503).
     pub control: std::sync::OnceLock<crate::control::Control>,
+    /// The daemon's metrics (created by `app`, see [`Shared::with_metrics`];
+    /// [`Shared::new`] starts with a private set, for tests and fuzzing).
+    pub metrics: Arc<Metrics>,
 }
 
 impl Shared {
@@ -73,7 +77,13 @@ impl Shared {
             clock,
             config_error: RwLock::new(None),
             control: std::sync::OnceLock::new(),
+            metrics: Arc::default(),
         }
+    }
+
+    /// The same state, counting into `metrics`.
+    pub fn with_metrics(self, metrics: Arc<Metrics>) -> Self {
+        Shared { metrics, ..self }
     }
 
     /// The last reload error, if the running config is not the file's.
@@ -133,10 +143,10 @@ impl ServerState {
     /// A listener's state.
     pub fn new(shared: Arc<Shared>, view: ListenerView) -> Self {
         ServerState {
-            shared,
             view: RwLock::new(Arc::new(view)),
-            tokens: Default::default(),
+            tokens: tokens::TokenTable::with_metrics(shared.metrics.token_metrics()),
             refusals: Default::default(),
+            shared,
         }
     }
 
@@ -180,6 +190,89 @@ impl ServerState {
     }
 }
 
+/// The debug event of one served credential fetch: profile, protocol, key
+/// suffix and expiry, never the credentials. Its fields are only computed
+/// when debug logging is on.
+pub(crate) fn log_served(
+    profile: &str,
+    protocol: &'static str,
+    s: &crate::creds::Served,
+    now: std::time::SystemTime,
+) {
+    tracing::debug!(
+        profile,
+        protocol,
+        key = %format_args!("…{}", s.key_suffix),
+        expires = %crate::creds::rfc3339(s.expiration),
+        expires_in_s = s.expiration.duration_since(now).map_or(0, |d| d.as_secs()),
+        "served credentials"
+    );
+}
+
+/// The route templates requests are counted under in
+/// `credbroker_http_requests_total` (see [`route_of`]).
+pub const ROUTES: [&str; 14] = [
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/v1/status",
+    "/v1/credentials",
+    "/v1/credentials/{profile}",
+    "/latest/api/token",
+    "/{version}/api/token",
+    "/latest/meta-data/iam/security-credentials/",
+    "/latest/meta-data/iam/security-credentials/{role}",
+    "/latest/meta-data/iam/security-credentials-extended/",
+    "/latest/meta-data/iam/security-credentials-extended/{role}",
+    "/latest/other",
+    "other",
+];
+
+/// The index in [`ROUTES`] of the template a request path counts under: a
+/// fixed string, so neither a client (`/v1/credentials/<anything>`) nor a
+/// scanner can create new series.
+pub fn route_of(path: &str) -> usize {
+    const CREDS: &str = "/latest/meta-data/iam/security-credentials";
+    const EXTENDED: &str = "/latest/meta-data/iam/security-credentials-extended";
+    let trimmed = path.strip_suffix('/').unwrap_or(path);
+    match trimmed {
+        "/healthz" => return 0,
+        "/readyz" => return 1,
+        "/metrics" => return 2,
+        "/v1/status" => return 3,
+        "/v1/credentials" => return 4,
+        "/latest/api/token" => return 6,
+        CREDS => return 8,
+        EXTENDED => return 10,
+        _ => {}
+    }
+    if trimmed.starts_with("/v1/credentials/") {
+        5
+    } else if trimmed.starts_with(EXTENDED) {
+        11
+    } else if trimmed.starts_with(CREDS) {
+        9
+    } else if trimmed.ends_with("/api/token") {
+        7
+    } else if trimmed.starts_with("/latest/") || trimmed == "/latest" {
+        12
+    } else {
+        13
+    }
+}
+
+/// Count every request (refused, timed out or served) by route and status.
+async fn count(
+    axum::extract::State(counters): axum::extract::State<Arc<crate::metrics::RequestCounters>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let route = route_of(req.uri().path());
+    let resp = next.run(req).await;
+    counters.inc(route, resp.status().as_u16());
+    resp
+}
+
 /// Routes a listener's view turns off answer 404, as if absent.
 async fn gate(
     axum::extract::State(state): axum::extract::State<Arc<ServerState>>,
@@ -189,7 +282,9 @@ async fn gate(
     use axum::response::IntoResponse;
     let view = state.view();
     let path = req.uri().path();
-    let is_ecs = path == "/v1/credentials" || path.starts_with("/v1/");
+    // `/metrics` belongs to the main listener (and the metrics listener),
+    // like the status route.
+    let is_ecs = path == "/v1/credentials" || path.starts_with("/v1/") || path == "/metrics";
     let is_imds = path.starts_with("/latest/") || path.ends_with("/api/token");
     if (is_ecs && !view.ecs) || (is_imds && !view.imds) {
         return (axum::http::StatusCode::NOT_FOUND, "not found").into_response();
@@ -199,12 +294,15 @@ async fn gate(
 
 /// The whole router; what the listener's view turns off answers 404.
 pub fn router(state: Arc<ServerState>) -> Router {
+    // A listener is the main one or a per-profile IMDS port for its life.
+    let listener = if state.view().ecs { "main" } else { "imds" };
     Router::new()
         .route("/healthz", get(admin::healthz))
         .route("/readyz", get(admin::readyz))
         .route("/v1/status", get(admin::status))
         .route("/v1/profiles/{profile}/login", post(admin::logged_in))
         .route("/v1/profiles/{profile}/logout", post(admin::logged_out))
+        .route("/metrics", get(admin::metrics))
         .route("/v1/credentials", get(ecs::credentials_default))
         .route("/v1/credentials/", get(ecs::credentials_default))
         .route("/v1/credentials/{profile}", get(ecs::credentials))
@@ -272,6 +370,44 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(10),
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(state.shared.metrics.request_counters(listener, &ROUTES)),
+            count,
+        ))
+        .with_state(state)
+}
+
+/// The router of `server.metrics_listen`: `/metrics`, `/healthz` and
+/// `/readyz`, everything else 404. It serves no credentials, so it may be
+/// bound to a non-loopback address (a pod IP, for a scraper on the node)
+/// and has neither the `Host` allow-list nor the uid check; requests a
+/// browser sent are still refused (no page can read it through DNS
+/// rebinding).
+pub fn metrics_router(shared: Arc<Shared>) -> Router {
+    let view = ListenerView {
+        imds_profile: String::new(),
+        imds: false,
+        imds_v1: false,
+        ecs: false,
+        hosts: Vec::new(),
+        access: crate::peer::Access::Any,
+    };
+    let state = Arc::new(ServerState::new(shared, view));
+    Router::new()
+        .route("/healthz", get(admin::healthz))
+        .route("/readyz", get(admin::readyz))
+        .route("/metrics", get(admin::metrics))
+        .fallback(|| async { (axum::http::StatusCode::NOT_FOUND, "not found") })
+        .layer(axum::middleware::from_fn(guard::no_browsers))
+        .layer(RequestBodyLimitLayer::new(1024))
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(10),
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(state.shared.metrics.request_counters("metrics", &ROUTES)),
+            count,
         ))
         .with_state(state)
 }

@@ -610,3 +610,174 @@ async fn callers_are_served_or_refused_by_uid() {
     let (code, _, _) = send(&f.app, as_uid(Some(0), "/v1/credentials/default")).await;
     assert_eq!(code, StatusCode::OK);
 }
+
+/// `GET /metrics`: the OpenMetrics content type, every family, the requests
+/// and tokens counted, the expiry gauge from the snapshot — and no secret.
+#[tokio::test]
+async fn metrics_render_every_family_and_no_secret() {
+    let f = fixture();
+    let tok = token(&f.app).await;
+    let (s, _, _) = get(
+        &f.app,
+        "/latest/meta-data/iam/security-credentials/credbroker",
+        &[(TOKEN_HEADER.as_str(), &tok)],
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _, _) = get(&f.app, "/v1/credentials/default", &[("authorization", ECS)]).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _, _) = get(
+        &f.app,
+        "/v1/credentials/no-such-profile-xyz",
+        &[("authorization", ECS)],
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, h, body) = get(&f.app, "/metrics", &[]).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(
+        h.get("content-type").unwrap(),
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    for want in [
+        "credbroker_http_requests_total{listener=\"main\",route=\"/latest/api/token\",status=\"200\"} 1",
+        "credbroker_http_requests_total{listener=\"main\",route=\"/latest/meta-data/iam/security-credentials/{role}\",status=\"200\"} 1",
+        "credbroker_http_requests_total{listener=\"main\",route=\"/v1/credentials/{profile}\",status=\"200\"} 1",
+        "credbroker_http_requests_total{listener=\"main\",route=\"/v1/credentials/{profile}\",status=\"404\"} 1",
+        "credbroker_imds_tokens_issued_total 1",
+        "credbroker_credentials_expiry_seconds{profile=\"default\"} 3600",
+        "credbroker_login_required{profile=\"default\"} 0",
+        "# TYPE credbroker_upstream_request_duration_seconds histogram",
+        "# TYPE credbroker_build info",
+    ] {
+        assert!(body.contains(want), "missing {want:?}:\n{body}");
+    }
+    assert!(body.ends_with("# EOF\n"));
+    // The request path is never a label: only route templates are.
+    assert!(!body.contains("no-such-profile-xyz"), "{body}");
+    for secret in [
+        testing::ACCESS_KEY,
+        &testing::ACCESS_KEY[testing::ACCESS_KEY.len() - 4..],
+        testing::SECRET_KEY,
+        testing::SESSION_TOKEN,
+        ECS,
+        &tok,
+    ] {
+        assert!(!body.contains(secret), "{secret} in /metrics:\n{body}");
+    }
+    // A login-required profile: gauge 1, no expiry series once it holds none.
+    f.store.update(|s| {
+        s.state = crate::store::State::LoginRequired;
+        s.served = None;
+    });
+    let (_, _, body) = get(&f.app, "/metrics", &[]).await;
+    assert!(
+        body.contains("credbroker_login_required{profile=\"default\"} 1"),
+        "{body}"
+    );
+    assert!(
+        !body.contains("credbroker_credentials_expiry_seconds{"),
+        "{body}"
+    );
+}
+
+/// `/metrics` on the main listener has the same guards as everything else,
+/// and a per-profile IMDS listener does not serve it.
+#[tokio::test]
+async fn metrics_are_guarded_and_main_listener_only() {
+    use crate::peer::{Access, PeerCred};
+    let f = fixture();
+    let r = Request::get("/metrics")
+        .header("host", "evil.example:9911")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(send(&f.app, r).await.0, StatusCode::FORBIDDEN);
+    let (s, _, _) = get(&f.app, "/metrics", &[("origin", "http://evil.example")]).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let mut view = (*f.state.view()).clone();
+    view.access = Access::Uids(vec![1000]);
+    f.state.set_view(view);
+    let mut r = req(Method::GET, "/metrics").body(Body::empty()).unwrap();
+    r.extensions_mut().insert(Caller(Some(PeerCred {
+        uid: 65534,
+        inode: 1,
+    })));
+    assert_eq!(send(&f.app, r).await.0, StatusCode::FORBIDDEN);
+    let mut view = (*f.state.view()).clone();
+    view.ecs = false;
+    view.access = Access::Any;
+    f.state.set_view(view);
+    let (s, _, _) = get(&f.app, "/metrics", &[]).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+/// `server.metrics_listen`: `/metrics`, `/healthz`, `/readyz`, any Host and
+/// any peer (it serves no credentials); everything else 404; browsers 403.
+#[tokio::test]
+async fn metrics_listener_serves_only_metrics_and_health() {
+    let f = fixture();
+    let app = metrics_router(f.state.shared.clone())
+        .layer(MockConnectInfo(SocketAddr::from(([10, 1, 2, 3], 40000))));
+    for path in ["/metrics", "/healthz", "/readyz"] {
+        let r = Request::get(path)
+            .header("host", "10.1.2.3:9912")
+            .body(Body::empty())
+            .unwrap();
+        let (s, _, body) = send(&app, r).await;
+        assert_eq!(s, StatusCode::OK, "{path}: {body}");
+    }
+    for path in [
+        "/v1/credentials/default",
+        "/v1/credentials",
+        "/v1/status",
+        "/latest/api/token",
+        "/latest/meta-data/iam/security-credentials/",
+        "/latest/meta-data/iam/security-credentials/credbroker",
+    ] {
+        for method in [Method::GET, Method::PUT] {
+            let r = Request::builder()
+                .method(method.clone())
+                .uri(path)
+                .header("host", "10.1.2.3:9912")
+                .header("authorization", ECS)
+                .header(TTL_HEADER, "60")
+                .body(Body::empty())
+                .unwrap();
+            let (s, _, body) = send(&app, r).await;
+            assert_eq!(s, StatusCode::NOT_FOUND, "{method} {path}");
+            assert!(!body.contains(testing::SECRET_KEY), "{body}");
+        }
+    }
+    let r = Request::get("/metrics")
+        .header("sec-fetch-mode", "cors")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(send(&app, r).await.0, StatusCode::FORBIDDEN);
+}
+
+#[test]
+fn routes_are_templates_not_paths() {
+    for (path, want) in [
+        ("/latest/api/token", "/latest/api/token"),
+        ("/2021-03-23/api/token", "/{version}/api/token"),
+        (
+            "/latest/meta-data/iam/security-credentials/",
+            "/latest/meta-data/iam/security-credentials/",
+        ),
+        (
+            "/latest/meta-data/iam/security-credentials/x/",
+            "/latest/meta-data/iam/security-credentials/{role}",
+        ),
+        (
+            "/latest/meta-data/iam/security-credentials-extended/x",
+            "/latest/meta-data/iam/security-credentials-extended/{role}",
+        ),
+        ("/latest/meta-data/placement/region", "/latest/other"),
+        ("/v1/credentials/", "/v1/credentials"),
+        ("/v1/credentials/anything", "/v1/credentials/{profile}"),
+        ("/metrics", "/metrics"),
+        ("/wp-admin", "other"),
+    ] {
+        assert_eq!(ROUTES[route_of(path)], want, "{path}");
+    }
+}

@@ -14,6 +14,8 @@ use std::time::{Duration, SystemTime};
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
+use crate::metrics::TokenMetrics;
+
 /// Most tokens kept at once.
 pub const MAX_TOKENS: usize = 1024;
 /// Longest TTL a client may ask for (EC2: six hours).
@@ -24,6 +26,7 @@ pub const MAX_TTL: u32 = 21_600;
 pub struct TokenTable {
     inner: Mutex<HashMap<[u8; 32], SystemTime>>,
     cap: usize,
+    metrics: TokenMetrics,
 }
 
 impl Default for TokenTable {
@@ -42,6 +45,15 @@ impl TokenTable {
         TokenTable {
             inner: Mutex::new(HashMap::new()),
             cap: cap.max(1),
+            metrics: TokenMetrics::default(),
+        }
+    }
+
+    /// A default-sized table counting into `metrics`.
+    pub fn with_metrics(metrics: TokenMetrics) -> Self {
+        TokenTable {
+            metrics,
+            ..Self::default()
         }
     }
 
@@ -53,13 +65,17 @@ impl TokenTable {
         let expiry = now + Duration::from_secs(u64::from(ttl));
         let mut map = self.inner.lock().ok()?;
         if map.len() >= self.cap {
+            let before = map.len();
             map.retain(|_, exp| *exp > now);
+            self.metrics.expired.inc_by((before - map.len()) as u64);
         }
         while map.len() >= self.cap {
             let oldest = map.iter().min_by_key(|(_, exp)| **exp).map(|(k, _)| *k)?;
             map.remove(&oldest);
+            self.metrics.capacity.inc();
         }
         map.insert(digest(token.as_bytes()), expiry);
+        self.metrics.issued.inc();
         Some(token)
     }
 
@@ -111,5 +127,27 @@ mod tests {
         assert!(!table.is_valid(b.as_bytes(), t0 + Duration::from_secs(150)));
         assert!(table.is_valid(c.as_bytes(), t0 + Duration::from_secs(150)));
         assert!(table.is_valid(e.as_bytes(), t0 + Duration::from_secs(150)));
+    }
+
+    #[test]
+    fn issues_and_evictions_are_counted() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let m = TokenMetrics::default();
+        let table = TokenTable {
+            metrics: m.clone(),
+            ..TokenTable::with_capacity(2)
+        };
+        table.issue(t0, 10).unwrap();
+        table.issue(t0, 100).unwrap();
+        table.issue(t0, 100).unwrap(); // full: the first is evicted
+        assert_eq!(
+            (m.issued.get(), m.capacity.get(), m.expired.get()),
+            (3, 1, 0)
+        );
+        table.issue(t0 + Duration::from_secs(200), 10).unwrap(); // both expired: purged
+        assert_eq!(
+            (m.issued.get(), m.capacity.get(), m.expired.get()),
+            (4, 1, 2)
+        );
     }
 }

@@ -17,6 +17,7 @@ use tokio::sync::Mutex;
 use crate::config::{CognitoPool, StsRole};
 use crate::creds::AwsCredentials;
 use crate::fsutil;
+use crate::metrics::{Call, UpstreamTimer};
 use crate::secret::{ExposeSecret, secret};
 
 use super::aws::{classify, to_system_time};
@@ -31,6 +32,7 @@ pub struct CognitoExchange {
     cfg: CognitoPool,
     /// Cached identity id (mirrors the file).
     identity: Mutex<Option<String>>,
+    timer: UpstreamTimer,
 }
 
 fn plausible_identity_id(s: &str) -> bool {
@@ -80,7 +82,15 @@ impl CognitoExchange {
             sts: basic.map(|r| StsExchange::new(r, sdk)),
             cfg: cfg.clone(),
             identity: Mutex::new(None),
+            timer: UpstreamTimer::default(),
         }
+    }
+
+    /// Record call latencies into `timer` (the basic flow's STS call too).
+    pub fn with_timer(mut self, timer: UpstreamTimer) -> Self {
+        self.sts = self.sts.map(|s| s.with_timer(timer.clone()));
+        self.timer = timer;
+        self
     }
 
     fn id_file(&self) -> &PathBuf {
@@ -118,13 +128,15 @@ impl CognitoExchange {
             }
         }
         let pool = self.cfg.identity_pool_id.clone();
-        let out = self
+        let req = self
             .client
             .get_id()
             .identity_pool_id(pool)
             .set_account_id(self.cfg.account_id.clone())
-            .set_logins(logins.clone())
-            .send()
+            .set_logins(logins.clone());
+        let out = self
+            .timer
+            .time(Call::GetId, req.send())
             .await
             .map_err(|e| classify("cognito-identity", e))?;
         let id = out
@@ -175,12 +187,14 @@ impl CognitoExchange {
         match &self.sts {
             None => self.enhanced(id, logins).await,
             Some(sts) => {
-                let out = self
+                let req = self
                     .client
                     .get_open_id_token()
                     .identity_id(id)
-                    .set_logins(logins.clone())
-                    .send()
+                    .set_logins(logins.clone());
+                let out = self
+                    .timer
+                    .time(Call::GetOpenIdToken, req.send())
                     .await
                     .map_err(|e| classify("cognito-identity", e))?;
                 let token = out.token().ok_or_else(|| UpstreamError::BadResponse {
@@ -197,13 +211,15 @@ impl CognitoExchange {
         id: &str,
         logins: &Option<HashMap<String, String>>,
     ) -> Result<AwsCredentials, UpstreamError> {
-        let out = self
+        let req = self
             .client
             .get_credentials_for_identity()
             .identity_id(id)
             .set_logins(logins.clone())
-            .set_custom_role_arn(self.cfg.custom_role_arn.clone())
-            .send()
+            .set_custom_role_arn(self.cfg.custom_role_arn.clone());
+        let out = self
+            .timer
+            .time(Call::GetCredentialsForIdentity, req.send())
             .await
             .map_err(|e| classify("cognito-identity", e))?;
         let bad = |m: &str| UpstreamError::BadResponse {

@@ -28,6 +28,7 @@ use std::time::{Duration, SystemTime};
 use crate::clock::SharedClock;
 use crate::config::{LoginConfig, ProfileConfig};
 use crate::creds::AwsCredentials;
+use crate::metrics::UpstreamTimer;
 use crate::secret::SecretString;
 
 /// Reuse a cached id_token only while it has at least this much life left
@@ -299,19 +300,21 @@ pub struct Chain {
 }
 
 impl Login {
-    /// The login a profile's config asks for (creates clients; no I/O).
+    /// The login a profile's config asks for (creates clients; no I/O),
+    /// timing its calls into `timer`.
     pub fn build(
         profile: &ProfileConfig,
         sdk: &aws_config::SdkConfig,
         clock: SharedClock,
+        timer: &UpstreamTimer,
     ) -> Result<Login, UpstreamError> {
         Ok(match &profile.login {
-            LoginConfig::Oidc(o) => Login::Oidc(Box::new(oidc::OidcLogin::new(o.clone(), clock)?)),
-            LoginConfig::UserPool(u) => Login::UserPool(Box::new(userpool::UserPoolLogin::new(
-                u.clone(),
-                sdk,
-                clock,
-            ))),
+            LoginConfig::Oidc(o) => Login::Oidc(Box::new(
+                oidc::OidcLogin::new(o.clone(), clock)?.with_timer(timer.clone()),
+            )),
+            LoginConfig::UserPool(u) => Login::UserPool(Box::new(
+                userpool::UserPoolLogin::new(u.clone(), sdk, clock).with_timer(timer.clone()),
+            )),
             LoginConfig::None => Login::Guest,
         })
     }
@@ -319,10 +322,14 @@ impl Login {
 
 impl Chain {
     /// Build the chain for a profile with a login of its own.
-    pub async fn build(profile: &ProfileConfig, clock: SharedClock) -> Result<Self, UpstreamError> {
+    pub async fn build(
+        profile: &ProfileConfig,
+        clock: SharedClock,
+        timer: &UpstreamTimer,
+    ) -> Result<Self, UpstreamError> {
         let sdk = aws::sdk_config(profile).await;
-        let login = Arc::new(Login::build(profile, &sdk, clock.clone())?);
-        Ok(Self::with_login(profile, &sdk, login, clock))
+        let login = Arc::new(Login::build(profile, &sdk, clock.clone(), timer)?);
+        Ok(Self::with_login(profile, &sdk, login, clock, timer))
     }
 
     /// The chain for a profile whose login is `login` (perhaps shared).
@@ -331,15 +338,19 @@ impl Chain {
         sdk: &aws_config::SdkConfig,
         login: Arc<Login>,
         clock: SharedClock,
+        timer: &UpstreamTimer,
     ) -> Self {
         use crate::config::AwsConfig;
+        let t = timer.clone();
         let exchange = match &profile.aws {
-            AwsConfig::Sts(role) => Exchange::Sts(Box::new(sts::StsExchange::new(role, sdk))),
-            AwsConfig::Cognito(pool) => {
-                Exchange::Cognito(Box::new(cognito::CognitoExchange::new(pool, None, sdk)))
+            AwsConfig::Sts(role) => {
+                Exchange::Sts(Box::new(sts::StsExchange::new(role, sdk).with_timer(t)))
             }
+            AwsConfig::Cognito(pool) => Exchange::Cognito(Box::new(
+                cognito::CognitoExchange::new(pool, None, sdk).with_timer(t),
+            )),
             AwsConfig::CognitoBasic(pool, role) => Exchange::Cognito(Box::new(
-                cognito::CognitoExchange::new(pool, Some(role), sdk),
+                cognito::CognitoExchange::new(pool, Some(role), sdk).with_timer(t),
             )),
         };
         Chain {

@@ -21,6 +21,7 @@ use url::Url;
 
 use crate::clock::SharedClock;
 use crate::config::OidcConfig;
+use crate::metrics::{Call, UpstreamTimer};
 use crate::net::check_upstream_url;
 use crate::secret::ExposeSecret;
 
@@ -63,6 +64,7 @@ pub struct OidcLogin {
     clock: SharedClock,
     token_endpoint: Mutex<Option<Url>>,
     cache: Mutex<Cache>,
+    timer: UpstreamTimer,
 }
 
 /// Build the HTTP client used for IdP calls: no redirects (a token endpoint
@@ -151,7 +153,14 @@ impl OidcLogin {
                 id_token: None,
                 refresh: RotatingToken::new(store),
             }),
+            timer: UpstreamTimer::default(),
         })
+    }
+
+    /// Record call latencies into `timer` (else into detached histograms).
+    pub fn with_timer(mut self, timer: UpstreamTimer) -> Self {
+        self.timer = timer;
+        self
     }
 
     async fn endpoint(&self) -> Result<Url, UpstreamError> {
@@ -167,11 +176,13 @@ impl OidcLogin {
                 message: "login.issuer or login.token_endpoint is required".into(),
             })?;
         let base = issuer.as_str().trim_end_matches('/');
-        let resp = self
+        let req = self
             .http
             .get(format!("{base}/.well-known/openid-configuration"))
-            .header(ACCEPT, "application/json")
-            .send()
+            .header(ACCEPT, "application/json");
+        let resp = self
+            .timer
+            .time(Call::IdpDiscovery, req.send())
             .await
             .map_err(|e| transport(&e))?;
         let status = resp.status();
@@ -251,7 +262,11 @@ impl OidcLogin {
             Some(s) => req = req.basic_auth(&self.cfg.client_id, Some(s.expose_secret())),
             None => form.push(("client_id", &self.cfg.client_id)),
         }
-        let resp = req.form(&form).send().await.map_err(|e| transport(&e))?;
+        let resp = self
+            .timer
+            .time(Call::IdpRefresh, req.form(&form).send())
+            .await
+            .map_err(|e| transport(&e))?;
         let status = resp.status();
         if status.is_success() {
             let body: TokenResponse =

@@ -4,6 +4,7 @@
 
 use crate::config::StsRole;
 use crate::creds::AwsCredentials;
+use crate::metrics::{Call, UpstreamTimer};
 use crate::secret::{ExposeSecret, SecretString, secret};
 
 use super::UpstreamError;
@@ -13,6 +14,7 @@ use super::aws::{classify, to_system_time};
 pub struct StsExchange {
     client: aws_sdk_sts::Client,
     cfg: StsRole,
+    timer: UpstreamTimer,
 }
 
 impl StsExchange {
@@ -21,13 +23,20 @@ impl StsExchange {
         StsExchange {
             client: aws_sdk_sts::Client::new(sdk),
             cfg: cfg.clone(),
+            timer: UpstreamTimer::default(),
         }
+    }
+
+    /// Record call latencies into `timer` (else into detached histograms).
+    pub fn with_timer(mut self, timer: UpstreamTimer) -> Self {
+        self.timer = timer;
+        self
     }
 
     /// Call AssumeRoleWithWebIdentity with `token`.
     pub async fn assume(&self, token: &SecretString) -> Result<AwsCredentials, UpstreamError> {
         let role_arn = self.cfg.role_arn.clone();
-        let out = self
+        let req = self
             .client
             .assume_role_with_web_identity()
             .role_arn(&role_arn)
@@ -38,8 +47,10 @@ impl StsExchange {
                     .duration
                     .map(|d| d.as_secs().min(i32::MAX as u64) as i32),
             )
-            .set_policy(self.cfg.session_policy.clone())
-            .send()
+            .set_policy(self.cfg.session_policy.clone());
+        let out = self
+            .timer
+            .time(Call::AssumeRoleWithWebIdentity, req.send())
             .await
             .map_err(|e| classify("sts", e))?;
         let bad = |m: &str| UpstreamError::BadResponse {

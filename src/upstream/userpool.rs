@@ -13,6 +13,7 @@ use tokio::sync::Mutex;
 
 use crate::clock::SharedClock;
 use crate::config::UserPoolConfig;
+use crate::metrics::{Call, UpstreamTimer};
 use crate::secret::ExposeSecret;
 
 use super::aws::classify;
@@ -27,6 +28,7 @@ pub struct UserPoolLogin {
     client: aws_sdk_cognitoidentityprovider::Client,
     clock: SharedClock,
     cache: Mutex<Cache>,
+    timer: UpstreamTimer,
 }
 
 struct Cache {
@@ -68,9 +70,17 @@ impl UserPoolLogin {
                 id_token: None,
                 refresh: RotatingToken::new(store),
             }),
+            timer: UpstreamTimer::default(),
         }
     }
 
+    /// Record call latencies into `timer` (else into detached histograms).
+    pub fn with_timer(mut self, timer: UpstreamTimer) -> Self {
+        self.timer = timer;
+        self
+    }
+
+    /// The cached id token if fresh (and not `force`), else a refreshed one.
     /// Drop the cached id_token and any unsaved rotated token.
     pub async fn reset(&self) {
         let mut cache = self.cache.lock().await;
@@ -103,7 +113,8 @@ impl UserPoolLogin {
                 secret_hash(s.expose_secret(), user, &self.cfg.client_id),
             );
         }
-        let out = req.send().await.map_err(|e| match classify(SERVICE, e) {
+        let sent = self.timer.time(Call::UserPoolRefresh, req.send()).await;
+        let out = sent.map_err(|e| match classify(SERVICE, e) {
             UpstreamError::Rejected { code, message, .. } if code == "NotAuthorizedException" => {
                 cache.refresh.store().login_required(
                     &code,
