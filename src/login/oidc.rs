@@ -52,7 +52,6 @@ struct Discovery {
     revocation_endpoint: Option<String>,
 }
 
-
 /// No `Debug`: `device_code` is a credential until it expires.
 #[derive(Deserialize)]
 struct DeviceAuth {
