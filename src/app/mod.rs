@@ -211,6 +211,50 @@ pub fn prepare_profile(p: &ProfileConfig) -> Result<(), StartupError> {
     Ok(())
 }
 
+/// Name of a profile's refresh-token seed among the systemd credentials
+/// (`LoadCredential=refresh-token.<profile>:…`, read from
+/// `$CREDENTIALS_DIRECTORY`).
+pub fn seed_name(profile: &str) -> String {
+    format!("refresh-token.{profile}")
+}
+
+/// Seed a profile's refresh-token file from `$CREDENTIALS_DIRECTORY` when
+/// it has none yet (first start of a service or a container). Never over an
+/// existing token: the one in the state directory may have rotated since
+/// the seed was issued, and the seed is then dead. Returns whether it seeded.
+pub fn seed_refresh_token(p: &ProfileConfig, dir: &Path) -> Result<bool, StartupError> {
+    let Some(file) = p.login.refresh_token_file() else {
+        return Ok(false);
+    };
+    let seed = dir.join(seed_name(&p.name));
+    let have = fsutil::read_secret_file(file).is_ok_and(|t| !t.is_empty());
+    if have {
+        return Ok(false);
+    }
+    // systemd makes the credential readable by the service user only.
+    let token = match fsutil::read_secret_file(&seed) {
+        Ok(t) if !t.trim().is_empty() => t,
+        Ok(_) => return Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => {
+            return Err(StartupError::Usage(format!(
+                "profiles.{}: cannot read the refresh-token seed {}: {e}",
+                p.name,
+                seed.display()
+            )));
+        }
+    };
+    fsutil::write_atomic_private(file, token.trim().as_bytes()).map_err(|e| {
+        StartupError::Other(format!(
+            "profiles.{}: cannot write {}: {e}",
+            p.name,
+            file.display()
+        ))
+    })?;
+    tracing::info!(profile = %p.name, seed = %seed.display(), file = %file.display(), "seeded the refresh token from the systemd credential");
+    Ok(true)
+}
+
 fn readable_policy(config: &Config) -> fsutil::Readable {
     if config.server.strict_permissions {
         fsutil::Readable::Refuse
@@ -235,6 +279,15 @@ impl<F: SourceFactory> App<F> {
         }
         for p in config.profiles.values() {
             prepare_profile(p)?;
+        }
+        if let Some(dir) = deps
+            .env
+            .get("CREDENTIALS_DIRECTORY")
+            .filter(|d| !d.is_empty())
+        {
+            for p in config.profiles.values() {
+                seed_refresh_token(p, Path::new(dir))?;
+            }
         }
         fsutil::remove_stale_temps(&config.server.runtime_dir.join(DAEMON_FILE));
         let token = ecs_token(

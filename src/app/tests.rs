@@ -430,3 +430,47 @@ async fn server_settings_and_imds_ports_apply_live() {
     }
     app.stop().await;
 }
+
+/// `$CREDENTIALS_DIRECTORY/refresh-token.<profile>` seeds a missing token,
+/// never an existing one (it may have rotated since the seed was issued).
+#[test]
+fn a_systemd_credential_seeds_only_a_missing_refresh_token() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        r#"
+[profiles.p]
+region = "us-east-1"
+state_dir = "{0}/state"
+[profiles.p.login]
+kind = "oidc"
+issuer = "https://idp.example"
+client_id = "c"
+[profiles.p.aws]
+flow = "sts"
+role_arn = "arn:aws:iam::123456789012:role/R"
+"#,
+        dir.path().display()
+    );
+    let cfg = crate::config::load_str(&text, Path::new("c.toml"), &Default::default()).unwrap();
+    let p = &cfg.profiles["p"];
+    let creds = dir.path().join("creds");
+    fsutil::ensure_private_dir(&creds).unwrap();
+    fsutil::ensure_private_dir(&dir.path().join("state")).unwrap();
+    assert!(
+        !seed_refresh_token(p, &creds).unwrap(),
+        "no seed: nothing to do"
+    );
+    fsutil::write_atomic_private(&creds.join(seed_name("p")), b"rt-seed\n").unwrap();
+    assert!(seed_refresh_token(p, &creds).unwrap());
+    let file = p.login.refresh_token_file().unwrap();
+    assert_eq!(std::fs::read_to_string(file).unwrap(), "rt-seed");
+    assert_eq!(
+        std::fs::metadata(file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // A rotated token in the state directory wins over the (now dead) seed.
+    fsutil::write_atomic_private(file, b"rt-rotated").unwrap();
+    assert!(!seed_refresh_token(p, &creds).unwrap());
+    assert_eq!(std::fs::read_to_string(file).unwrap(), "rt-rotated");
+}

@@ -219,3 +219,24 @@ def test_a_non_loopback_inherited_socket_is_refused(oidc_daemon, tmp_path: Path)
         pytest.skip(f"no network namespaces here: {proc.stderr.strip()}")
     assert proc.returncode == h.EXIT_USAGE, f"exit {proc.returncode}\n{proc.stderr}"
     assert "0.0.0.0" in proc.stderr and "not a loopback address" in proc.stderr, proc.stderr
+
+
+def test_load_credential_seeds_the_refresh_token_once(oidc_daemon, tmp_path: Path):
+    """systemd's LoadCredential=refresh-token.default:… (a read-only
+    $CREDENTIALS_DIRECTORY) seeds a missing refresh-token file at start; a
+    restart keeps the rotated token in the state directory, not the dead seed."""
+    creds = tmp_path / "credentials"
+    creds.mkdir(mode=0o700)
+    d = oidc_daemon("sts", extra_env={"CREDENTIALS_DIRECTORY": str(creds)})
+    seed = d.minted_refresh_token
+    d.refresh_token_path().unlink()
+    h.write_secret(creds / "refresh-token.default", seed)
+    d.start()
+    assert d.ecs_creds()["AccessKeyId"]
+    assert "seeded the refresh token from the systemd credential" in d.logs()
+    rotated = d.read_refresh_token()
+    assert rotated and rotated != seed, "oidc-provider rotates: the state holds the new token"
+    d.restart()
+    assert d.ecs_creds()["AccessKeyId"]
+    assert d.read_refresh_token() != seed
+    assert seed not in d.logs() and rotated not in d.logs()
