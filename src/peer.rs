@@ -86,16 +86,22 @@ pub fn encode_request(local: SocketAddr, peer: SocketAddr) -> Vec<u8> {
 
 /// Read the kernel's answer: the socket's uid and inode, `None` for "no such
 /// socket" (ENOENT), an error for anything malformed or unexpected. A
-/// response about another socket than the one asked for is refused, so a
-/// stray message can never name the wrong owner.
+/// response about another socket (or address family) than the one asked for
+/// is refused, so a stray message can never name the wrong owner; attributes
+/// we did not ask for are ignored. Property-tested in `tests/properties.rs`.
 #[cfg(target_os = "linux")]
 pub fn parse_response(buf: &[u8], peer: SocketAddr) -> Result<Option<PeerCred>, String> {
     use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
     use netlink_packet_sock_diag::SockDiagMessage;
+    use netlink_packet_sock_diag::constants::{AF_INET, AF_INET6};
     let msg = NetlinkMessage::<SockDiagMessage>::deserialize(buf)
         .map_err(|e| format!("unreadable sock_diag answer: {e}"))?;
     match msg.payload {
         NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(r)) => {
+            let family = if peer.is_ipv4() { AF_INET } else { AF_INET6 };
+            if r.header.family != family {
+                return Err("sock_diag answered for another address family".into());
+            }
             let id = &r.header.socket_id;
             if id.source_port != peer.port() || id.source_address != peer.ip() {
                 return Err("sock_diag answered about another socket".into());
