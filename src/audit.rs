@@ -164,10 +164,17 @@ impl Connection {
             let _ = self.process.set(None);
             return;
         };
+        // Fast path, inline: the last callers' pids, newest descriptors
+        // first (procfs is memory, not disk: a few syscalls, like the uid
+        // lookup itself).
+        if let Some(p) = find_among(cred.inode, &audit.hints) {
+            let _ = self.process.set(Some(p));
+            return;
+        }
+        // A new process: every process of the uid, off the runtime workers.
         let (me, hints) = (self.clone(), audit.hints.clone());
-        // Reading /proc blocks: not on a runtime worker.
         let task = tokio::task::spawn_blocking(move || {
-            let _ = me.process.set(find_process(cred, &hints));
+            let _ = me.process.set(find_by_uid(cred, &hints));
         });
         let _ = tokio::time::timeout(RESOLVE_WAIT, task).await;
     }
@@ -422,20 +429,24 @@ enum Output {
     File(Rotating),
 }
 
-/// The writer thread: write each event; ends when every sender is gone
-/// (the daemon exits).
+/// The writer thread: write each event, flushing whenever the queue is
+/// empty (one write per burst, not per event); ends when every sender is
+/// gone (the daemon exits).
 fn writer(rx: mpsc::Receiver<Event>, mut out: Output) {
-    for e in rx {
-        match &mut out {
-            Output::Journal => journal(&e, e.proc.as_ref()),
-            Output::File(f) => {
-                let mut line =
-                    serde_json::to_vec(&json_of(&e, e.proc.as_ref())).unwrap_or_default();
-                line.push(b'\n');
-                if let Err(err) = f.write(&line) {
-                    tracing::warn!(path = %f.path.display(), error = %err, "cannot write the audit log");
-                }
+    while let Ok(first) = rx.recv() {
+        // Let a burst gather: one wake-up per 10 ms at most, not one per
+        // event (a parked receiver costs every send a futex wake).
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        let mut next = Some(first);
+        while let Some(e) = next.take() {
+            match &mut out {
+                Output::Journal => journal(&e, e.proc.as_ref()),
+                Output::File(f) => f.push(&e),
             }
+            next = rx.try_recv().ok();
+        }
+        if let Output::File(f) = &mut out {
+            f.flush();
         }
     }
 }
@@ -496,41 +507,65 @@ fn journal(e: &Event, proc: Option<&Proc>) {
     }
 }
 
-/// The process holding socket `c.inode`: first among recently found pids
-/// (a client usually opens many connections), then every process of the
-/// caller's uid. `None` when it is gone, or its `/proc/<pid>/fd` is not
-/// ours to read.
+/// Does `pid` hold socket `inode`? Its newest descriptors are read first: a
+/// client's connection is usually its highest-numbered descriptor.
+fn holds(pid: u32, inode: u32) -> bool {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    let mut fds: Vec<u32> = dir
+        .flatten()
+        .filter_map(|d| d.file_name().to_str()?.parse().ok())
+        .collect();
+    fds.sort_unstable_by(|a, b| b.cmp(a));
+    let target = format!("socket:[{inode}]");
+    fds.into_iter().any(|fd| {
+        std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+            .is_ok_and(|l| l.as_os_str() == target.as_str())
+    })
+}
+
+/// `pid`, its executable (read each time: a pid can exec another program).
+fn describe(pid: u32, hints: &Mutex<VecDeque<u32>>) -> Proc {
+    if let Ok(mut h) = hints.lock() {
+        h.retain(|p| *p != pid);
+        h.push_front(pid);
+        h.truncate(8);
+    }
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    Proc { pid, exe }
+}
+
+fn recent_pids(hints: &Mutex<VecDeque<u32>>) -> Vec<u32> {
+    hints
+        .lock()
+        .map(|h| h.iter().copied().collect())
+        .unwrap_or_default()
+}
+
+/// The process holding socket `inode`, among the recently found pids (a
+/// client usually opens many connections).
+fn find_among(inode: u32, hints: &Mutex<VecDeque<u32>>) -> Option<Proc> {
+    let pid = recent_pids(hints).into_iter().find(|p| holds(*p, inode))?;
+    Some(describe(pid, hints))
+}
+
+/// The process holding socket `c.inode`, among every process of the
+/// caller's uid. `None` when it is gone, or its `/proc/<pid>/fd` is not ours
+/// to read.
 ///
 /// Hand-written: no maintained crate answers "which process owns this
 /// socket inode" without reading all of `/proc` into structs first.
-fn find_process(c: PeerCred, hints: &Mutex<VecDeque<u32>>) -> Option<Proc> {
-    let target = format!("socket:[{}]", c.inode);
-    let holds = |pid: u32| -> bool {
-        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-            return false;
-        };
-        fds.flatten()
-            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == target.as_str()))
-    };
-    let recent: Vec<u32> = hints
-        .lock()
-        .map(|h| h.iter().copied().collect())
-        .unwrap_or_default();
-    let found = recent.iter().copied().find(|p| holds(*p)).or_else(|| {
-        std::fs::read_dir("/proc").ok()?.flatten().find_map(|d| {
-            let pid: u32 = d.file_name().to_str()?.parse().ok()?;
-            (owner(&d.path()) == Some(c.uid) && !recent.contains(&pid) && holds(pid)).then_some(pid)
-        })
+fn find_by_uid(c: PeerCred, hints: &Mutex<VecDeque<u32>>) -> Option<Proc> {
+    let recent = recent_pids(hints);
+    let pid = std::fs::read_dir("/proc").ok()?.flatten().find_map(|d| {
+        let pid: u32 = d.file_name().to_str()?.parse().ok()?;
+        (owner(&d.path()) == Some(c.uid) && !recent.contains(&pid) && holds(pid, c.inode))
+            .then_some(pid)
     })?;
-    if let Ok(mut h) = hints.lock() {
-        h.retain(|p| *p != found);
-        h.push_front(found);
-        h.truncate(8);
-    }
-    let exe = std::fs::read_link(format!("/proc/{found}/exe"))
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|_| "unknown".into());
-    Some(Proc { pid: found, exe })
+    Some(describe(pid, hints))
 }
 
 fn owner(path: &Path) -> Option<u32> {
@@ -545,6 +580,8 @@ struct Rotating {
     file: std::fs::File,
     size: u64,
     max_bytes: u64,
+    /// Lines not written yet (see [`writer`]).
+    pending: Vec<u8>,
 }
 
 impl Rotating {
@@ -564,18 +601,52 @@ impl Rotating {
             file,
             size,
             max_bytes,
+            pending: Vec::new(),
         })
     }
 
-    fn write(&mut self, line: &[u8]) -> std::io::Result<()> {
-        if self.size > 0 && self.size + line.len() as u64 > self.max_bytes {
-            let mut old = self.path.clone().into_os_string();
-            old.push(".1");
-            std::fs::rename(&self.path, &old)?;
-            *self = Rotating::open(&self.path, self.max_bytes)?;
+    /// Queue one event's line; written at the next [`Rotating::flush`] (or
+    /// now, past 64 KiB).
+    fn push(&mut self, e: &Event) {
+        let mut line = serde_json::to_vec(&json_of(e, e.proc.as_ref())).unwrap_or_default();
+        line.push(b'\n');
+        self.push_line(&line);
+    }
+
+    /// Queue `line`, first writing what is queued and moving the file to
+    /// `<path>.1` if the line would take it past `max_bytes`.
+    fn push_line(&mut self, line: &[u8]) {
+        let queued = self.size + self.pending.len() as u64;
+        if queued > 0 && queued + line.len() as u64 > self.max_bytes {
+            self.flush();
+            if let Err(err) = self.rotate() {
+                tracing::warn!(path = %self.path.display(), error = %err, "cannot rotate the audit log");
+            }
         }
-        self.file.write_all(line)?;
-        self.size += line.len() as u64;
+        self.pending.extend_from_slice(line);
+        if self.pending.len() >= 64 * 1024 {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let lines = std::mem::take(&mut self.pending);
+        match self.file.write_all(&lines) {
+            Ok(()) => self.size += lines.len() as u64,
+            Err(err) => {
+                tracing::warn!(path = %self.path.display(), error = %err, "cannot write the audit log")
+            }
+        }
+    }
+
+    fn rotate(&mut self) -> std::io::Result<()> {
+        let mut old = self.path.clone().into_os_string();
+        old.push(".1");
+        std::fs::rename(&self.path, &old)?;
+        *self = Rotating::open(&self.path, self.max_bytes)?;
         Ok(())
     }
 }
@@ -642,7 +713,10 @@ mod tests {
         let exe = std::env::current_exe().unwrap().display().to_string();
         assert_eq!(lines[0]["event"], "fetch");
         let time = lines[0]["time"].as_str().unwrap();
-        assert!(time.len() == 24 && time.ends_with('Z') && &time[19..20] == ".", "{time}");
+        assert!(
+            time.len() == 24 && time.ends_with('Z') && &time[19..20] == ".",
+            "{time}"
+        );
         assert_eq!(lines[0]["outcome"], "served");
         assert_eq!(lines[1]["outcome"], "refused");
         assert_eq!(lines[1]["reason"], "bad token");
@@ -677,9 +751,12 @@ mod tests {
         let path = dir.path().join("a.jsonl");
         let mut r = Rotating::open(&path, 100).unwrap();
         for i in 0..5 {
-            r.write(format!("{{\"n\":{i},\"pad\":\"{}\"}}\n", "x".repeat(30)).as_bytes())
-                .unwrap();
+            r.push_line(format!("{{\"n\":{i},\"pad\":\"{}\"}}\n", "x".repeat(30)).as_bytes());
+            if i % 2 == 0 {
+                r.flush(); // batches and single lines alike
+            }
         }
+        r.flush();
         let now = std::fs::read_to_string(&path).unwrap();
         let old = std::fs::read_to_string(dir.path().join("a.jsonl.1")).unwrap();
         assert!(now.len() <= 100 && old.len() <= 100, "{now:?} {old:?}");

@@ -26,15 +26,55 @@ pub struct PeerCred {
 /// Look up the client of the connection `peer` → `local` (both as seen on
 /// our side of it). `Ok(None)` when the kernel knows no such socket (the
 /// client is gone, or lives in another network namespace).
+///
+/// Each thread keeps its netlink socket (opening one is four of the six
+/// syscalls of a lookup). A failed exchange drops it and is tried once more
+/// on a fresh one, so a stale answer left in an old socket can never turn
+/// into a refusal.
 #[cfg(target_os = "linux")]
 pub fn lookup(local: SocketAddr, peer: SocketAddr) -> io::Result<Option<PeerCred>> {
-    use netlink_sys::{Socket, SocketAddr as NlAddr, protocols::NETLINK_SOCK_DIAG};
+    use std::cell::RefCell;
+    thread_local! {
+        static NETLINK: RefCell<Option<netlink_sys::Socket>> = const { RefCell::new(None) };
+    }
     let request = encode_request(local, peer);
+    NETLINK.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let mut last = None;
+        for _ in 0..2 {
+            let socket = match slot.take() {
+                Some(s) => s,
+                None => open_sock_diag()?,
+            };
+            match ask(&socket, &request, peer) {
+                Ok(answer) => {
+                    *slot = Some(socket);
+                    return Ok(answer);
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| io::Error::other("sock_diag lookup failed")))
+    })
+}
+
+#[cfg(target_os = "linux")]
+fn open_sock_diag() -> io::Result<netlink_sys::Socket> {
+    use netlink_sys::{Socket, SocketAddr as NlAddr, protocols::NETLINK_SOCK_DIAG};
     let mut socket = Socket::new(NETLINK_SOCK_DIAG)?;
     socket.bind_auto()?;
     socket.connect(&NlAddr::new(0, 0))?;
-    socket.send(&request, 0)?;
-    let mut buf = vec![0u8; 8192];
+    Ok(socket)
+}
+
+#[cfg(target_os = "linux")]
+fn ask(
+    socket: &netlink_sys::Socket,
+    request: &[u8],
+    peer: SocketAddr,
+) -> io::Result<Option<PeerCred>> {
+    socket.send(request, 0)?;
+    let mut buf = [0u8; 4096];
     let n = socket.recv(&mut &mut buf[..], 0)?;
     parse_response(&buf[..n.min(buf.len())], peer)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
