@@ -314,6 +314,62 @@ class Bench:
         finally:
             idp.terminate()
 
+    # -- caller lookup and audit trail ----------------------------------------
+    def caller_lookup(self) -> None:
+        """What knowing the caller costs: one sock_diag lookup (µs), and ECS GET
+        rates of the default daemon (allowed_uids = ["self"]: a lookup per
+        connection) against one with ["any"] (no lookup) and one that also
+        writes the audit trail (the client's process found in /proc before a
+        connection's first answer), side by side in alternating slices."""
+        out = subprocess.run([str(self.examples / "bench_lookup"), "2000" if self.quick else "20000"],
+                             capture_output=True, text=True, env=h.clean_env(), timeout=120)
+        if out.returncode != 0:
+            raise BenchError(f"bench_lookup failed: {out.stderr[-1000:]}")
+        lookup = json.loads(out.stdout)
+        variants: dict[str, h.Daemon] = {}
+        audit_file = h.scratch_dir("audit-") / "audit.jsonl"
+        for name, server in (("any", {"allowed_uids": ["any"]}), ("audit", {})):
+            cfg = h.make_config(login=h.oidc_login(self.idp), aws={"flow": "cognito", "identity_pool_id": self.pool})
+            cfg["server"].update(server)
+            if name == "audit":
+                cfg["audit"] = {"log": str(audit_file)}
+            d = h.Daemon(config=cfg, moto_url=self.moto.url, binary=self.bins / "credbroker")
+            d.write_refresh_token(self.idp.mint())
+            d.start()
+            variants[name] = d
+            self.servers[f"credbroker-{name}"] = {"addr": d.addr, "auth": d.ecs_token(),
+                                                  "path": "/v1/credentials/default"}
+        names = ["credbroker", "credbroker-any", "credbroker-audit"]
+        rounds, secs = (2, 0.5) if self.quick else (self.a.rounds, self.a.slice)
+        rows = []
+        try:
+            for label, close in (("ecs keep-alive", False), ("ecs one connection per request", True)):
+                per: dict[str, list[dict]] = {n: [] for n in names}
+                for r in range(rounds):
+                    for n in (names if r % 2 == 0 else names[::-1]):
+                        per[n].append(self.load(n, "ecs", 16, secs, close))
+                row: dict[str, Any] = {"scenario": label, "concurrency": 16}
+                for n in names:
+                    row[n] = {"per_s": statistics.median(x["per_s"] for x in per[n]),
+                              "p99_us": statistics.median(x["p99_us"] for x in per[n]),
+                              "errors": sum(x["errors"] for x in per[n])}
+                for n in ("credbroker", "credbroker-audit"):
+                    row[f"ratio_{n}_vs_any"] = statistics.median(
+                        a["per_s"] / b["per_s"] for a, b in zip(per[n], per["credbroker-any"]) if b["per_s"])
+                rows.append(row)
+                print(f"  lookup {label:32} self/any {row['ratio_credbroker_vs_any']:.2f}  "
+                      f"audit/any {row['ratio_credbroker-audit_vs_any']:.2f}", flush=True)
+        finally:
+            for d in variants.values():
+                d.terminate()
+            for n in names[1:]:
+                self.servers.pop(n, None)
+        events = audit_file.read_text().splitlines() if audit_file.exists() else []
+        named = sum(1 for l in events if json.loads(l).get("pid"))
+        self.res["caller_lookup"] = {"lookup": lookup, "rows": rows, "audit_events": len(events),
+                                     "audit_events_with_pid": named}
+        print(f"  lookup: {lookup}; audit events {len(events)} ({named} with a pid)", flush=True)
+
     # -- footprint ---------------------------------------------------------------
     @staticmethod
     def proc_status(pid: int) -> dict[str, int]:
@@ -337,14 +393,18 @@ class Bench:
         pid = self.d.proc.pid
         idle = 3 if self.quick else self.a.idle
         time.sleep(1)
+        r0 = self.d.profile_status()["refreshes"]
         a = self.proc_status(pid)
         time.sleep(idle)
         b = self.proc_status(pid)
+        # Scheduled refreshes inside the window (moto's Cognito credentials live 90 s).
+        refreshes = self.d.profile_status()["refreshes"] - r0
         tick = os.sysconf("SC_CLK_TCK")
         self.res["footprint"] = {"rss_idle_kb": a["VmRSS"], "threads": a["Threads"], "idle_window_s": idle,
                                  "idle_cpu_ms": (b["cpu_ticks"] - a["cpu_ticks"]) * 1000 / tick,
                                  "idle_voluntary_switches": b["voluntary"] - a["voluntary"],
-                                 "idle_nonvoluntary_switches": b["nonvoluntary"] - a["nonvoluntary"]}
+                                 "idle_nonvoluntary_switches": b["nonvoluntary"] - a["nonvoluntary"],
+                                 "idle_refreshes": refreshes}
         print(f"  idle: {self.res['footprint']}", flush=True)
 
     def footprint_connections(self) -> None:
@@ -440,7 +500,8 @@ class Bench:
         try:
             steps = [("start", self.start), ("footprint: idle", self.footprint_idle),
                      ("footprint: open connections", self.footprint_connections),
-                     ("throughput", self.throughput), ("profile", self.profile),
+                     ("throughput", self.throughput), ("caller lookup", self.caller_lookup),
+                     ("profile", self.profile),
                      ("footprint: after load", self.footprint_after),
                      ("time to first credential", self.first_credential),
                      ("upstream amplification", self.amplification), ("start-up", self.startup)]

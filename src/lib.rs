@@ -21,6 +21,8 @@
 //!  `credbroker login`/`logout` ─► POST /v1/profiles/{p}/… ─► control ─► supervisor: restart / drop
 //!  Metrics (app) ─► server (requests, IMDS tokens, GET /metrics), refresher (outcomes),
 //!                  upstream (call latency); optional metrics listener (/metrics, health)
+//!  connection (serve) ─► audit::Connection (caller, tally) ─► audit writer thread ─► file / journal
+//!                                                                  └─► last callers (/v1/status)
 //!
 //!  refresher[p] ──(upstream: login ─► aws)──► ProfileStore[p] (tokio::watch, one writer)
 //!     (profiles on one refresh-token file share one login)   │
@@ -41,7 +43,7 @@
 //! | [`store`] | per-profile `watch` snapshot: served creds + status | `creds` |
 //! | [`upstream`] | the one seam to the outside: IdP refresh and AWS exchange | `config`, `creds`, `clock`, `fsutil`, `metrics` (timer), `net`, `secret` |
 //! | [`refresher`] | schedule, backoff, login-required state; the only writer | `upstream` (trait), `store`, `creds`, `clock`, `fsutil`, `metrics`, `secret` |
-//! | [`server`] | IMDS, ECS, health, status, `/metrics` and login/logout notification routes + security guards; the metrics-only listener | `store`, `creds`, `clock`, `metrics`, `net`, `secret`, `control` — **never `upstream`** |
+//! | [`server`] | IMDS, ECS, health, status, `/metrics` and login/logout notification routes + security guards; the audit layer (`trail`); connection cap and listen queue; the metrics-only listener | `store`, `creds`, `clock`, `metrics`, `net`, `secret`, `control`, `audit`, `peer` — **never `upstream`** |
 //! | [`control`] | commands from the admin API to the app (`login`/`logout` finished for a profile): a channel the server sends on and the app's reload loop applies | – |
 //! | [`login`] | interactive sign-in and sign-out, run by `credbroker login`/`logout` (never the daemon): OIDC discovery, device grant, code + PKCE with a loopback redirect, id_token validation (`jsonwebtoken`), RFC 7009 revocation, storing the token | `config`, `fsutil`, `net`, `secret`, `upstream` (token store, HTTP client) |
 //! | [`watcher`] | file-change notifications → wake a profile's refresher | `refresher` (its `Wake`), `fsutil` |
@@ -49,6 +51,7 @@
 //! | [`cli`] | `serve`, `check-config`; `login`, `logout`; client commands `status`, `env`, `exec`, `credential-process`, `doctor`, `healthcheck` through one daemon client (`cli::client`); `completions`, `man` | `app`, `clock`, `config`, `error`, `fsutil`, `login`, `net`, `secret`, `shutdown` |
 //! | [`error`], [`shutdown`], [`telemetry`], [`systemd`] | start-up errors and exit codes; signals; logging with fixed caps (text or JSON, journald priorities); notify protocol and socket activation | `config` (error only), `net` (systemd) |
 //! | [`peer`] | who owns the other end of a loopback connection (sock_diag), and the uid access policy | `fsutil` |
+//! | [`audit`] | the audit trail: per-connection tally of credential fetches, one writer thread (pid/exe from the socket inode, JSON lines rotated by size, or journal events), last callers per profile | `creds` (timestamps), `fsutil`, `peer` |
 //! | `testing` | fixtures for unit, socket and fuzz tests (hidden) | `server`, `store`, `creds`, `clock`, `secret` |
 //!
 //! Two rules hold throughout: the server never imports upstream code (the
@@ -64,6 +67,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod app;
+pub mod audit;
 pub mod cli;
 pub mod clock;
 pub mod config;

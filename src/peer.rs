@@ -26,15 +26,55 @@ pub struct PeerCred {
 /// Look up the client of the connection `peer` → `local` (both as seen on
 /// our side of it). `Ok(None)` when the kernel knows no such socket (the
 /// client is gone, or lives in another network namespace).
+///
+/// Each thread keeps its netlink socket (opening one is four of the six
+/// syscalls of a lookup). A failed exchange drops it and is tried once more
+/// on a fresh one, so a stale answer left in an old socket can never turn
+/// into a refusal.
 #[cfg(target_os = "linux")]
 pub fn lookup(local: SocketAddr, peer: SocketAddr) -> io::Result<Option<PeerCred>> {
-    use netlink_sys::{Socket, SocketAddr as NlAddr, protocols::NETLINK_SOCK_DIAG};
+    use std::cell::RefCell;
+    thread_local! {
+        static NETLINK: RefCell<Option<netlink_sys::Socket>> = const { RefCell::new(None) };
+    }
     let request = encode_request(local, peer);
+    NETLINK.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let mut last = None;
+        for _ in 0..2 {
+            let socket = match slot.take() {
+                Some(s) => s,
+                None => open_sock_diag()?,
+            };
+            match ask(&socket, &request, peer) {
+                Ok(answer) => {
+                    *slot = Some(socket);
+                    return Ok(answer);
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| io::Error::other("sock_diag lookup failed")))
+    })
+}
+
+#[cfg(target_os = "linux")]
+fn open_sock_diag() -> io::Result<netlink_sys::Socket> {
+    use netlink_sys::{Socket, SocketAddr as NlAddr, protocols::NETLINK_SOCK_DIAG};
     let mut socket = Socket::new(NETLINK_SOCK_DIAG)?;
     socket.bind_auto()?;
     socket.connect(&NlAddr::new(0, 0))?;
-    socket.send(&request, 0)?;
-    let mut buf = vec![0u8; 8192];
+    Ok(socket)
+}
+
+#[cfg(target_os = "linux")]
+fn ask(
+    socket: &netlink_sys::Socket,
+    request: &[u8],
+    peer: SocketAddr,
+) -> io::Result<Option<PeerCred>> {
+    socket.send(request, 0)?;
+    let mut buf = [0u8; 4096];
     let n = socket.recv(&mut &mut buf[..], 0)?;
     parse_response(&buf[..n.min(buf.len())], peer)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
@@ -86,16 +126,22 @@ pub fn encode_request(local: SocketAddr, peer: SocketAddr) -> Vec<u8> {
 
 /// Read the kernel's answer: the socket's uid and inode, `None` for "no such
 /// socket" (ENOENT), an error for anything malformed or unexpected. A
-/// response about another socket than the one asked for is refused, so a
-/// stray message can never name the wrong owner.
+/// response about another socket (or address family) than the one asked for
+/// is refused, so a stray message can never name the wrong owner; attributes
+/// we did not ask for are ignored. Property-tested in `tests/properties.rs`.
 #[cfg(target_os = "linux")]
 pub fn parse_response(buf: &[u8], peer: SocketAddr) -> Result<Option<PeerCred>, String> {
     use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
     use netlink_packet_sock_diag::SockDiagMessage;
+    use netlink_packet_sock_diag::constants::{AF_INET, AF_INET6};
     let msg = NetlinkMessage::<SockDiagMessage>::deserialize(buf)
         .map_err(|e| format!("unreadable sock_diag answer: {e}"))?;
     match msg.payload {
         NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(r)) => {
+            let family = if peer.is_ipv4() { AF_INET } else { AF_INET6 };
+            if r.header.family != family {
+                return Err("sock_diag answered for another address family".into());
+            }
             let id = &r.header.socket_id;
             if id.source_port != peer.port() || id.source_address != peer.ip() {
                 return Err("sock_diag answered about another socket".into());

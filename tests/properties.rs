@@ -1,7 +1,8 @@
 //! Property tests (proptest) for the pure parts that decide *when* and *what*
 //! the broker serves: the refresh schedule, the retry backoff, the wire
-//! timestamp format, the rendered credential bodies, and config validation
-//! of arbitrary profile names and durations.
+//! timestamp format, the rendered credential bodies, config validation of
+//! arbitrary profile names and durations, and the kernel's `sock_diag`
+//! answer that names a caller (truncated, foreign, with unknown attributes).
 //!
 //! These run in plain `cargo test` (stable), so they still guard these
 //! functions on a machine without the nightly toolchain `cargo fuzz` needs.
@@ -429,4 +430,127 @@ fn example_config_display_round_trips() {
     let shown = c.to_string();
     let again = config::load_str(&shown, &path, &env).unwrap();
     assert_eq!(again.to_string(), shown);
+}
+
+// === sock_diag answers (peer::parse_response) ===
+
+#[cfg(target_os = "linux")]
+mod sock_diag {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+    use credbroker::peer::{PeerCred, parse_response};
+    use netlink_packet_core::{DefaultNla, NetlinkHeader, NetlinkMessage};
+    use netlink_packet_sock_diag::SockDiagMessage;
+    use netlink_packet_sock_diag::constants::{AF_INET, AF_INET6};
+    use netlink_packet_sock_diag::inet::nlas::Nla;
+    use netlink_packet_sock_diag::inet::{InetResponse, InetResponseHeader, SocketId};
+    use proptest::prelude::*;
+
+    /// A loopback client address, IPv4 (127/8) or IPv6 (::1).
+    fn peer() -> impl Strategy<Value = SocketAddr> {
+        prop_oneof![
+            (any::<[u8; 3]>(), 1u16..).prop_map(|(b, port)| {
+                SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, b[0], b[1], b[2])), port)
+            }),
+            (1u16..).prop_map(|port| SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), port)),
+        ]
+    }
+
+    /// Attributes the kernel may add that we never asked for.
+    fn unknown_nlas() -> impl Strategy<Value = Vec<Nla>> {
+        prop::collection::vec(
+            (20u16..1000, prop::collection::vec(any::<u8>(), 0..40))
+                .prop_map(|(kind, value)| Nla::Other(DefaultNla::new(kind, value))),
+            0..4,
+        )
+    }
+
+    /// The kernel's answer about socket `about`, of address family `family`.
+    fn answer(about: SocketAddr, family: u8, uid: u32, inode: u32, nlas: Vec<Nla>) -> Vec<u8> {
+        let response = InetResponse {
+            header: InetResponseHeader {
+                family,
+                state: 1, // TCP_ESTABLISHED
+                timer: None,
+                socket_id: SocketId {
+                    source_port: about.port(),
+                    destination_port: 9911,
+                    source_address: about.ip(),
+                    destination_address: about.ip(),
+                    interface_id: 0,
+                    cookie: [7; 8],
+                },
+                recv_queue: 0,
+                send_queue: 0,
+                uid,
+                inode,
+            },
+            nlas: nlas.into(),
+        };
+        let mut msg = NetlinkMessage::new(
+            NetlinkHeader::default(),
+            SockDiagMessage::InetResponse(Box::new(response)).into(),
+        );
+        msg.finalize();
+        let mut buf = vec![0u8; msg.buffer_len()];
+        msg.serialize(&mut buf);
+        buf
+    }
+
+    fn family_of(a: SocketAddr) -> u8 {
+        if a.is_ipv4() { AF_INET } else { AF_INET6 }
+    }
+
+    proptest! {
+        /// The owner the kernel names is the owner we report, whatever
+        /// attributes come with it.
+        #[test]
+        fn an_answer_about_our_peer_names_its_owner(
+            p in peer(), uid in any::<u32>(), inode in any::<u32>(), nlas in unknown_nlas()
+        ) {
+            let buf = answer(p, family_of(p), uid, inode, nlas);
+            prop_assert_eq!(parse_response(&buf, p), Ok(Some(PeerCred { uid, inode })));
+        }
+
+        /// Any cut of a valid answer is an error: never an owner, never a panic.
+        #[test]
+        fn a_truncated_answer_is_an_error(
+            p in peer(), uid in any::<u32>(), nlas in unknown_nlas(), cut in any::<prop::sample::Index>()
+        ) {
+            let buf = answer(p, family_of(p), uid, 1, nlas);
+            let n = cut.index(buf.len());
+            prop_assert!(parse_response(&buf[..n], p).is_err());
+        }
+
+        /// An answer about another socket, or of the other address family,
+        /// never names an owner.
+        #[test]
+        fn an_answer_about_another_socket_is_refused(
+            p in peer(), other in peer(), uid in any::<u32>(), nlas in unknown_nlas()
+        ) {
+            prop_assume!(other != p);
+            let buf = answer(other, family_of(other), uid, 1, nlas.clone());
+            prop_assert!(parse_response(&buf, p).is_err());
+            let flipped = if p.is_ipv4() { AF_INET6 } else { AF_INET };
+            let buf = answer(p, flipped, uid, 1, nlas);
+            prop_assert!(parse_response(&buf, p).is_err());
+        }
+
+        /// Arbitrary bytes, and valid headers with garbage after them: no
+        /// panic, and no owner unless the bytes are a well-formed answer
+        /// about this very socket.
+        #[test]
+        fn garbage_never_names_an_owner(p in peer(), junk in prop::collection::vec(any::<u8>(), 0..200)) {
+            if let Ok(Some(_)) = parse_response(&junk, p) {
+                prop_assert!(false, "an owner read from garbage");
+            }
+            let mut buf = answer(p, family_of(p), 1, 1, vec![]);
+            let len = buf.len().min(16);
+            buf.truncate(len);
+            buf.extend_from_slice(&junk);
+            if let Ok(Some(c)) = parse_response(&buf, p) {
+                prop_assert!(false, "an owner read from a header and junk: {c:?}");
+            }
+        }
+    }
 }

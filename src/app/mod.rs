@@ -169,6 +169,8 @@ pub struct App<F: SourceFactory> {
     imds_listeners: BTreeMap<String, TcpListener>,
     /// `server.metrics_listen`, bound.
     metrics_listener: Option<TcpListener>,
+    /// The audit trail, its file open.
+    audit: crate::audit::Audit,
 }
 
 impl<F: SourceFactory> std::fmt::Debug for App<F> {
@@ -263,16 +265,21 @@ fn readable_policy(config: &Config) -> fsutil::Readable {
     }
 }
 
-async fn bind(addr: SocketAddr) -> Result<TcpListener, StartupError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartupError::Bind { addr, source })
+fn bind(addr: SocketAddr) -> Result<TcpListener, StartupError> {
+    server::bind(addr).map_err(|source| StartupError::Bind { addr, source })
 }
 
 impl<F: SourceFactory> App<F> {
     /// Prepare everything that must happen before any task runs.
     pub async fn build(config: Config, deps: Deps<F>) -> Result<Self, StartupError> {
         fsutil::set_readable_policy(readable_policy(&config));
+        // Before any listener: the connection cap is derived from it.
+        let fds = server::raise_fd_limit();
+        tracing::debug!(
+            ?fds,
+            max_connections = server::connection_cap(),
+            "descriptor limit"
+        );
         private_dir(&config.server.runtime_dir, "server.runtime_dir")?;
         if let Some(d) = config.server.ecs_token_file.parent() {
             private_dir(d, "server.ecs_token_file")?;
@@ -297,7 +304,7 @@ impl<F: SourceFactory> App<F> {
         let mut deps = deps;
         let listener = match deps.listener.take() {
             Some(l) => l,
-            None => bind(config.server.listen).await?,
+            None => bind(config.server.listen)?,
         };
         let addr = listener
             .local_addr()
@@ -311,13 +318,19 @@ impl<F: SourceFactory> App<F> {
         let mut imds_listeners = BTreeMap::new();
         for p in config.profiles.values() {
             if let Some(a) = p.imds_listen {
-                imds_listeners.insert(p.name.clone(), bind(a).await?);
+                imds_listeners.insert(p.name.clone(), bind(a)?);
             }
         }
         let metrics_listener = match config.server.metrics_listen {
-            Some(a) => Some(bind(a).await?),
+            Some(a) => Some(bind(a)?),
             None => None,
         };
+        let audit = crate::audit::Audit::start(&config.audit).map_err(|e| match &config.audit {
+            crate::audit::AuditLog::File { path, .. } => {
+                StartupError::Usage(format!("audit.log: {}: {e}", path.display()))
+            }
+            _ => StartupError::Other(format!("cannot start the audit writer: {e}")),
+        })?;
         Ok(App {
             config,
             deps,
@@ -326,6 +339,7 @@ impl<F: SourceFactory> App<F> {
             addr,
             imds_listeners,
             metrics_listener,
+            audit,
         })
     }
 
@@ -347,12 +361,14 @@ impl<F: SourceFactory> App<F> {
             addr,
             mut imds_listeners,
             metrics_listener,
+            audit,
         } = self;
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
         let shared = Arc::new(
             Shared::new(Registry::default(), token, deps.clock.clone())
-                .with_metrics(deps.metrics.clone()),
+                .with_metrics(deps.metrics.clone())
+                .with_audit(audit),
         );
         let (control, commands) = crate::control::Control::channel();
         let _ = shared.control.set(control);

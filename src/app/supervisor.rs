@@ -404,7 +404,7 @@ impl<F: SourceFactory> Supervisor<F> {
 
     async fn bind_listener(&self, profile: &ProfileConfig) -> Option<ImdsListener> {
         let want = profile.imds_listen?;
-        match tokio::net::TcpListener::bind(want).await {
+        match server::bind(want) {
             Ok(l) => Some(self.spawn_listener(&profile.name, l)),
             Err(e) => {
                 tracing::error!(profile = %profile.name, key = %format!("profiles.{}.imds_listen", profile.name), addr = %want, error = %e, "cannot listen; this profile's IMDS port is not served");

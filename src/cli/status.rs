@@ -135,6 +135,37 @@ fn render(addr: SocketAddr, v: &Value) -> String {
                 out.push_str(&format!("{name}: {msg}\n"));
             }
         }
+        for (name, p) in m {
+            out.push_str(&callers(name, &p["callers"]));
+        }
+    }
+    out
+}
+
+/// `NAME: last callers` lines: who fetched, newest first.
+fn callers(name: &str, list: &Value) -> String {
+    let Some(list) = list.as_array().filter(|l| !l.is_empty()) else {
+        return String::new();
+    };
+    let mut out = format!("{name}: last callers\n");
+    for c in list {
+        let num = |k: &str| c[k].as_u64().map_or("?".to_owned(), |n| n.to_string());
+        let pid = c["pid"]
+            .as_u64()
+            .map_or(String::new(), |p| format!(" pid {p}"));
+        let exe = c["exe"].as_str().map_or(String::new(), |e| format!(" {e}"));
+        out.push_str(&format!(
+            "  uid {}{pid}{exe} via {} ({} connection(s), last {}{})\n",
+            num("uid"),
+            c["route"].as_str().unwrap_or("?"),
+            num("connections"),
+            c["last"].as_str().unwrap_or("?"),
+            if c["refused"].as_bool() == Some(true) {
+                ", refused"
+            } else {
+                ""
+            },
+        ));
     }
     out
 }

@@ -60,6 +60,10 @@ impl ConfigDiff {
         if old.log.level != new.log.level {
             d.restart_needed.push("log.level");
         }
+        // The writer thread and its file are set up once, at start.
+        if old.audit != new.audit {
+            d.restart_needed.push("audit");
+        }
         d
     }
 

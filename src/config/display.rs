@@ -40,6 +40,15 @@ impl fmt::Display for Config {
         writeln!(f, "\n[log]")?;
         writeln!(f, "format = {}", q(self.log.format.as_str()))?;
         writeln!(f, "level = {}", q(&self.log.level))?;
+        writeln!(f, "\n[audit]")?;
+        match &self.audit {
+            crate::audit::AuditLog::Off => writeln!(f, "log = \"off\"")?,
+            crate::audit::AuditLog::Journal => writeln!(f, "log = \"journal\"")?,
+            crate::audit::AuditLog::File { path, max_bytes } => {
+                writeln!(f, "log = {}", q(&path.display().to_string()))?;
+                writeln!(f, "max_size = {max_bytes}")?;
+            }
+        }
         for (name, pr) in &self.profiles {
             writeln!(f, "\n[profiles.{name}]")?;
             writeln!(f, "region = {}", q(&pr.region))?;

@@ -30,7 +30,8 @@ pub use crate::peer::Access;
 pub use crate::telemetry::LogFormat;
 pub use diff::{ConfigDiff, ProfileChange};
 pub use raw::{
-    RawAws, RawConfig, RawDuration, RawLog, RawLogin, RawProfile, RawServer, StringList,
+    RawAudit, RawAws, RawConfig, RawDuration, RawLog, RawLogin, RawProfile, RawServer, RawSize,
+    StringList,
 };
 pub use validate::{AWS_ENDPOINT_VARS, token_file_key};
 
@@ -78,6 +79,8 @@ pub struct Config {
     pub profiles: BTreeMap<String, ProfileConfig>,
     /// Logging.
     pub log: LogConfig,
+    /// The audit trail (`[audit]`). Applied at start; a change needs a restart.
+    pub audit: crate::audit::AuditLog,
 }
 
 /// Validated `[log]`. Applied at start; a change needs a restart.

@@ -18,6 +18,35 @@ pub struct RawConfig {
     pub profiles: Option<BTreeMap<String, RawProfile>>,
     /// `[log]`.
     pub log: Option<RawLog>,
+    /// `[audit]`.
+    pub audit: Option<RawAudit>,
+}
+
+/// `[audit]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct RawAudit {
+    pub log: Option<String>,
+    pub max_size: Option<RawSize>,
+}
+
+impl fmt::Display for RawSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RawSize::Bytes(n) => write!(f, "{n}"),
+            RawSize::Text(t) => write!(f, "{t:?}"),
+        }
+    }
+}
+
+/// A size: a number of bytes, or a string such as `"16MiB"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+#[allow(missing_docs)]
+pub enum RawSize {
+    Bytes(u64),
+    Text(String),
 }
 
 /// `[log]` as written.

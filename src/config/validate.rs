@@ -178,6 +178,7 @@ pub(super) fn validate(raw: RawConfig, path: &Path, env: &Env) -> Result<Config,
         .map(|s| metrics_addr(&v, s, listen))
         .transpose()?;
     let log = validate_log(&v, raw.log.unwrap_or_default())?;
+    let audit = validate_audit(&v, raw.audit.unwrap_or_default())?;
 
     Ok(Config {
         source: path.to_path_buf(),
@@ -196,6 +197,7 @@ pub(super) fn validate(raw: RawConfig, path: &Path, env: &Env) -> Result<Config,
         },
         profiles,
         log,
+        audit,
     })
 }
 
@@ -240,6 +242,63 @@ fn validate_log(v: &V<'_>, raw: RawLog) -> Result<LogConfig, ConfigError> {
         ));
     }
     Ok(LogConfig { format, level })
+}
+
+/// `[audit]`: `log` is `"off"` (default), `"journal"` or an absolute path;
+/// `max_size` (file only) a byte count or `"<n>KiB|MiB|GiB"`, at least 4 KiB.
+fn validate_audit(v: &V<'_>, raw: RawAudit) -> Result<crate::audit::AuditLog, ConfigError> {
+    use crate::audit::{AuditLog, DEFAULT_MAX_BYTES};
+    let max_bytes = match &raw.max_size {
+        None => DEFAULT_MAX_BYTES,
+        Some(s) => parse_size(s).filter(|n| *n >= 4096).ok_or_else(|| {
+            v.err(
+                "audit.max_size",
+                format!("invalid size {s}; use bytes (at least 4096) or e.g. \"16MiB\""),
+            )
+        })?,
+    };
+    let log = match raw.log.as_deref() {
+        None | Some("off") => AuditLog::Off,
+        Some("journal") => AuditLog::Journal,
+        Some(p) if Path::new(p).is_absolute() && !p.ends_with('/') => AuditLog::File {
+            path: PathBuf::from(p),
+            max_bytes,
+        },
+        Some(other) => {
+            return Err(v.err(
+                "audit.log",
+                format!("{other:?} is not \"off\", \"journal\" or an absolute file path"),
+            ));
+        }
+    };
+    if raw.max_size.is_some() && !matches!(log, AuditLog::File { .. }) {
+        return Err(v.err(
+            "audit.max_size",
+            "applies to an audit log file only; set audit.log to a path or remove it",
+        ));
+    }
+    Ok(log)
+}
+
+/// Bytes of a size as written. Hand-written: four suffixes do not need a
+/// crate.
+fn parse_size(s: &RawSize) -> Option<u64> {
+    let text = match s {
+        RawSize::Bytes(n) => return Some(*n),
+        RawSize::Text(t) => t.trim(),
+    };
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (num, unit) = text.split_at(split);
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => return None,
+    };
+    num.parse::<u64>().ok()?.checked_mul(mult)
 }
 
 /// `allowed_uids`: `"any"`, or uids, user names and `"self"`.

@@ -128,7 +128,11 @@ pub async fn status(State(st): State<Arc<ServerState>>, headers: HeaderMap) -> R
         .registry
         .all()
         .iter()
-        .map(|(name, p)| (name.clone(), profile_status(p, now)))
+        .map(|(name, p)| {
+            let mut v = profile_status(p, now);
+            v["callers"] = json!(st.shared.audit.recent(name));
+            (name.clone(), v)
+        })
         .collect();
     let body = json!({
         "version": env!("CARGO_PKG_VERSION"),

@@ -21,6 +21,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use super::trail::Refusal;
 use super::{Caller, ListenerView, ServerState};
 use crate::net::is_loopback;
 
@@ -31,6 +32,7 @@ fn refuse(reason: &'static str) -> Response {
     (
         StatusCode::FORBIDDEN,
         [(header::CONTENT_TYPE, "text/plain")],
+        axum::Extension(Refusal(reason.to_owned())),
         "forbidden",
     )
         .into_response()
@@ -129,7 +131,7 @@ fn uid_refusal(state: &ServerState, view: &ListenerView, req: &Request) -> Optio
     if path == "/healthz" || path == "/readyz" {
         return None;
     }
-    let caller = req.extensions().get::<Caller>().and_then(|c| c.0);
+    let conn = req.extensions().get::<Caller>().map(|c| c.0.clone());
     let profile = profile_of(path, view);
     let own = profile
         .and_then(|p| state.shared.registry.get(p))
@@ -145,7 +147,8 @@ fn uid_refusal(state: &ServerState, view: &ListenerView, req: &Request) -> Optio
         let Some(access) = access.filter(|a| a.restricted()) else {
             continue;
         };
-        match caller {
+        // Looked up only here, where a list applies.
+        match conn.as_ref().and_then(|c| c.who()) {
             Some(c) if access.allows(c.uid) => {}
             Some(c) => return Some(uid_refused(state, Some(c.uid), &key)),
             None => return Some(uid_refused(state, None, &key)),
@@ -169,6 +172,7 @@ fn uid_refused(state: &ServerState, uid: Option<u32>, key: &str) -> Response {
     (
         StatusCode::FORBIDDEN,
         [(header::CONTENT_TYPE, "text/plain")],
+        axum::Extension(Refusal(format!("{who} not allowed by {key}"))),
         format!("forbidden: {who} may not read these credentials (allowed by {key})\n"),
     )
         .into_response()

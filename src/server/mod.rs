@@ -19,6 +19,7 @@ pub mod ecs;
 pub mod guard;
 pub mod imds;
 pub mod tokens;
+pub mod trail;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -66,6 +67,9 @@ pub struct Shared {
     /// The daemon's metrics (created by `app`, see [`Shared::with_metrics`];
     /// [`Shared::new`] starts with a private set, for tests and fuzzing).
     pub metrics: Arc<Metrics>,
+    /// The audit trail (`audit.log`; set by `app` with [`Shared::with_audit`],
+    /// off otherwise). Also the last callers per profile, for `/v1/status`.
+    pub audit: crate::audit::Audit,
 }
 
 impl Shared {
@@ -78,12 +82,18 @@ impl Shared {
             config_error: RwLock::new(None),
             control: std::sync::OnceLock::new(),
             metrics: Arc::default(),
+            audit: crate::audit::Audit::off(),
         }
     }
 
     /// The same state, counting into `metrics`.
     pub fn with_metrics(self, metrics: Arc<Metrics>) -> Self {
         Shared { metrics, ..self }
+    }
+
+    /// The same state, auditing into `audit`.
+    pub fn with_audit(self, audit: crate::audit::Audit) -> Self {
+        Shared { audit, ..self }
     }
 
     /// The last reload error, if the running config is not the file's.
@@ -119,10 +129,19 @@ pub struct ListenerView {
     pub access: crate::peer::Access,
 }
 
-/// The connection's client, as the kernel tells it (`None`: unknown), put
-/// into every request's extensions by [`serve`].
-#[derive(Debug, Clone, Copy)]
-pub struct Caller(pub Option<crate::peer::PeerCred>);
+/// The connection a request came on (its client, looked up when first
+/// needed, and its audit tally), put into every request's extensions by
+/// [`serve`].
+#[derive(Debug, Clone)]
+pub struct Caller(pub Arc<crate::audit::Connection>);
+
+impl Caller {
+    /// A caller that is already known (`None`: unknown), for tests.
+    pub fn known(cred: Option<crate::peer::PeerCred>) -> Self {
+        let peer = SocketAddr::from(([127, 0, 0, 1], 0));
+        Caller(Arc::new(crate::audit::Connection::with_caller(peer, cred)))
+    }
+}
 
 /// What every handler of one listener can read.
 #[derive(Debug)]
@@ -358,6 +377,7 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .fallback(|| async { (axum::http::StatusCode::NOT_FOUND, "not found") })
         .layer(axum::middleware::from_fn_with_state(state.clone(), gate))
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard::guard))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), trail::audit))
         .layer(RequestBodyLimitLayer::new(1024))
         .layer(
             TraceLayer::new_for_http()
@@ -415,7 +435,9 @@ pub fn metrics_router(shared: Arc<Shared>) -> Router {
 /// Connection-level limits of [`serve`].
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Open connections at most; more are closed at once (the SDKs retry).
+    /// Open connections at most. More wait, unaccepted, in the kernel's
+    /// listen queue until one closes: a client sees a slower answer, never
+    /// a reset (a fetch must not fail while credentials exist).
     pub max_connections: usize,
     /// A client must send its request headers within this time (slowloris).
     pub header_read_timeout: Duration,
@@ -428,12 +450,87 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_connections: 512,
+            max_connections: connection_cap(),
             header_read_timeout: Duration::from_secs(5),
             max_header_bytes: 16 * 1024,
             drain: Duration::from_secs(5),
         }
     }
+}
+
+/// Most connections per listener, whatever the descriptor limit allows.
+pub const MAX_CONNECTIONS: usize = 4096;
+/// Descriptors kept free for everything but client connections: the state
+/// files, upstream HTTPS, netlink, the config watcher.
+const RESERVED_FDS: u64 = 256;
+
+/// Connections per listener: [`MAX_CONNECTIONS`], or fewer when the soft
+/// `RLIMIT_NOFILE` (see [`raise_fd_limit`]) leaves less room; never below 64.
+pub fn connection_cap() -> usize {
+    let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX);
+    let room = usize::try_from(soft.saturating_sub(RESERVED_FDS)).unwrap_or(usize::MAX);
+    room.clamp(64, MAX_CONNECTIONS)
+}
+
+/// Listen queue length: a burst of new clients (a CI fan-out, a connection
+/// cap reached) waits here rather than in SYN retries. The kernel clamps it
+/// to `net.core.somaxconn` (4096 by default since Linux 5.4).
+pub const LISTEN_BACKLOG: u32 = 1024;
+
+/// Bind a listener on `addr` with [`LISTEN_BACKLOG`] (tokio's `bind` takes
+/// std's 128) and `SO_REUSEADDR`, as `TcpListener::bind` sets it.
+pub fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// Raise the soft descriptor limit to the hard one and return it. systemd
+/// (and most logins) start processes at a soft 1024 under a much higher hard
+/// limit and expect a server that needs more to raise it itself (systemd.exec
+/// `LimitNOFILE=`); nothing of ours uses `select(2)`, the reason for the low
+/// default. Failure leaves the limit as it was: [`connection_cap`] adapts.
+pub fn raise_fd_limit() -> Option<u64> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let Rlimit { current, maximum } = getrlimit(Resource::Nofile);
+    if current != maximum {
+        let raised = Rlimit {
+            current: maximum,
+            maximum,
+        };
+        if let Err(e) = setrlimit(Resource::Nofile, raised) {
+            tracing::debug!(error = %e, "could not raise RLIMIT_NOFILE");
+        }
+    }
+    getrlimit(Resource::Nofile).current
+}
+
+/// A connection slot: at once when one is free, else (after a warning at
+/// most once a minute) when a connection closes. `None` never happens in
+/// practice (the semaphore is never closed).
+async fn slot(
+    slots: &Arc<tokio::sync::Semaphore>,
+    max: usize,
+    warned: &mut Option<std::time::Instant>,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    if let Ok(p) = slots.clone().try_acquire_owned() {
+        return Some(p);
+    }
+    if warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+        tracing::warn!(
+            max_connections = max,
+            "connection limit reached; new connections wait until one closes"
+        );
+        *warned = Some(std::time::Instant::now());
+    }
+    slots.clone().acquire_owned().await.ok()
 }
 
 /// Serve `router` on `listener` until `shutdown` resolves; then stop
@@ -461,7 +558,16 @@ pub async fn serve(
         .max_buf_size(limits.max_header_bytes.max(8192));
     tokio::pin!(shutdown);
     let local = listener.local_addr().ok();
+    let mut last_full_warning: Option<std::time::Instant> = None;
     loop {
+        // A slot first, then accept: at the cap, new clients wait in the
+        // listen queue (and their kernel's SYN retries) instead of being
+        // accepted and reset.
+        let permit = tokio::select! {
+            p = slot(&slots, limits.max_connections, &mut last_full_warning) => p,
+            () = &mut shutdown => break,
+        };
+        let Some(permit) = permit else { break };
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(c) => c,
@@ -474,30 +580,18 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tracing::debug!(%peer, "connection limit reached; closing");
-            drop(stream);
-            continue;
-        };
-        // Who connects: looked up at the connection's first request, in its
-        // own task (a kernel round trip of tens of microseconds), then kept
-        // for every later request on it; never in the accept loop.
-        let caller: Arc<std::sync::OnceLock<Caller>> = Arc::default();
+        // Who connects: looked up in the connection's own task when a request
+        // first needs it (a kernel round trip of tens of microseconds), then
+        // kept for every later request on it; never in the accept loop.
+        let connection = Arc::new(crate::audit::Connection::new(peer, local));
+        let on_close = connection.clone();
         let svc = router
             .clone()
             .map_request(move |req: Request<hyper::body::Incoming>| {
                 let mut req = req.map(axum::body::Body::new);
-                req.extensions_mut()
-                    .insert(axum::extract::ConnectInfo(peer));
-                let who = *caller.get_or_init(|| {
-                    Caller(match local {
-                        Some(l) if crate::net::is_loopback(peer.ip()) => {
-                            crate::peer::lookup(l, peer).ok().flatten()
-                        }
-                        _ => None,
-                    })
-                });
-                req.extensions_mut().insert(who);
+                let ext = req.extensions_mut();
+                ext.insert(axum::extract::ConnectInfo(peer));
+                ext.insert(Caller(connection.clone()));
                 req
             });
         let conn = http.serve_connection(
@@ -507,6 +601,7 @@ pub async fn serve(
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             let _ = conn.await;
+            on_close.finish();
             drop(permit);
         });
     }

@@ -564,7 +564,7 @@ async fn callers_are_served_or_refused_by_uid() {
             .body(Body::empty())
             .unwrap();
         r.extensions_mut()
-            .insert(Caller(uid.map(|uid| PeerCred { uid, inode: 1 })));
+            .insert(Caller::known(uid.map(|uid| PeerCred { uid, inode: 1 })));
         r
     };
     let (code, _, body) = send(&f.app, as_uid(Some(1000), "/v1/credentials/default")).await;
@@ -698,7 +698,7 @@ async fn metrics_are_guarded_and_main_listener_only() {
     view.access = Access::Uids(vec![1000]);
     f.state.set_view(view);
     let mut r = req(Method::GET, "/metrics").body(Body::empty()).unwrap();
-    r.extensions_mut().insert(Caller(Some(PeerCred {
+    r.extensions_mut().insert(Caller::known(Some(PeerCred {
         uid: 65534,
         inode: 1,
     })));

@@ -5,7 +5,8 @@ test machine with clients run as other users (`runuser -u nobody`):
   another user gets 403 naming its uid and the key to change, over IPv4 and
   [::1], on the ECS and the IMDS routes; the refusal holds no credential byte;
 - `["any"]` serves both;
-- a profile's own `allowed_uids` narrows further.
+- a profile's own `allowed_uids` narrows further;
+- a user created with `useradd` and listed by name is served, `nobody` is not.
 """
 
 from __future__ import annotations
@@ -131,3 +132,32 @@ def test_a_profile_cannot_allow_what_the_server_does_not(tmp_path: Path):
     path.write_text(h.toml_dumps(cfg))
     proc = h.run_credbroker(["check-config", "-c", str(path)])
     assert proc.returncode == h.EXIT_USAGE and "no-such-user-here" in proc.stderr, proc.stderr
+
+
+def test_a_user_named_in_allowed_uids_is_served_and_others_are_not(oidc_daemon):
+    """A user created for this test with useradd, listed by name: served over
+    ECS and IMDS; `nobody` (not listed) refused, naming its uid."""
+    _runuser()
+    useradd = shutil.which("useradd", path="/usr/sbin:/sbin:/usr/bin")
+    userdel = shutil.which("userdel", path="/usr/sbin:/sbin:/usr/bin")
+    if not useradd or not userdel:
+        pytest.skip("needs useradd/userdel")
+    name = f"cbtest{os.getpid() % 100000}"
+    subprocess.run([useradd, "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+                   check=True, capture_output=True, timeout=30)
+    try:
+        uid = pwd.getpwnam(name).pw_uid
+        nobody = pwd.getpwnam("nobody").pw_uid
+        daemon = oidc_daemon("sts")
+        daemon.config["server"]["allowed_uids"] = ["self", name]
+        daemon.start()
+        creds = daemon.ecs_creds("default")
+        served = _as(name, daemon, "127.0.0.1")
+        assert served["ecs"][0] == 200, served
+        assert json.loads(served["ecs"][1])["AccessKeyId"] == creds["AccessKeyId"]
+        assert served["imds"][0] == 200, served
+        _assert_refused(_as("nobody", daemon, "127.0.0.1"), nobody, "server.allowed_uids", creds)
+        assert uid != nobody
+        daemon.stop()
+    finally:
+        subprocess.run([userdel, name], capture_output=True, timeout=30)
