@@ -658,25 +658,24 @@ def test_connection_flood_waits_at_the_cap_and_recovers(target: Target):
     t.daemon._check_alive()
 
 
-def _accept_queue(port: int) -> int | None:
-    """Connections waiting to be accepted on our listener (Recv-Q of LISTEN)."""
+def _listen_queue(port: int, column: int) -> int | None:
+    """Our listener's row in `ss -ltn`: column 1 (Recv-Q) is the connections
+    waiting to be accepted, column 2 (Send-Q) the listen backlog."""
     if not shutil.which("ss"):
         return None
     out = subprocess.run(["ss", "-ltnH", f"( sport = :{port} )"], capture_output=True, text=True, timeout=10).stdout
     try:
-        return int(out.split()[1])
+        return int(out.split()[column])
     except (IndexError, ValueError):
         return None
+
+
+def _accept_queue(port: int) -> int | None:
+    return _listen_queue(port, 1)
 
 
 def _listen_backlog(port: int) -> int | None:
-    if not shutil.which("ss"):
-        return None
-    out = subprocess.run(["ss", "-ltnH", f"( sport = :{port} )"], capture_output=True, text=True, timeout=10).stdout
-    try:
-        return int(out.split()[2])
-    except (IndexError, ValueError):
-        return None
+    return _listen_queue(port, 2)
 
 
 def _connect_many(port: int, n: int, timeout: float, batch: int = 64) -> list[socket.socket]:
