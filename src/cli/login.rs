@@ -19,20 +19,29 @@ use crate::login::{self, Method, Progress};
 /// How long `login` waits for the daemon to serve the new sign-in.
 const SERVE_WAIT: Duration = Duration::from_secs(10);
 
-/// What `login` was asked for on the command line.
-#[derive(Debug, Clone, Default)]
+/// What `login` was asked for on the command line (flattened into the
+/// `login` subcommand).
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct LoginFlags {
-    /// `--device`.
+    /// Device authorization grant: print a URL and a code to enter on any
+    /// device (SSH sessions, containers, headless hosts).
+    #[arg(long, conflicts_with = "browser")]
     pub device: bool,
-    /// `--browser`.
+    /// Browser sign-in (authorization code + PKCE).
+    #[arg(long)]
     pub browser: bool,
-    /// `--no-browser`: print the URL instead of opening it.
+    /// Browser sign-in, printing the URL instead of opening a browser.
+    #[arg(long, conflicts_with = "device")]
     pub no_browser: bool,
-    /// `--timeout` for the browser flow.
+    /// Give up after this long [default: 10m].
+    #[arg(long, value_parser = humantime::parse_duration)]
     pub timeout: Option<Duration>,
-    /// `--username` for a user-pool sign-in.
+    /// Cognito user pools: the username [default: login.username, else asked].
+    #[arg(long)]
     pub username: Option<String>,
-    /// `--password-stdin`: the password (then any MFA code) from stdin lines.
+    /// Cognito user pools: read the password (then any MFA code) from
+    /// stdin, one per line, instead of prompting (for scripts).
+    #[arg(long)]
     pub password_stdin: bool,
 }
 

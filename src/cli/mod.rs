@@ -131,26 +131,8 @@ pub enum Command {
         /// Profile [default: the only one with an OIDC login, else server.imds_profile].
         #[arg(long)]
         profile: Option<String>,
-        /// Device authorization grant: print a URL and a code to enter on any
-        /// device (SSH sessions, containers, headless hosts).
-        #[arg(long, conflicts_with = "browser")]
-        device: bool,
-        /// Browser sign-in (authorization code + PKCE).
-        #[arg(long)]
-        browser: bool,
-        /// Browser sign-in, printing the URL instead of opening a browser.
-        #[arg(long, conflicts_with = "device")]
-        no_browser: bool,
-        /// Give up after this long [default: 10m].
-        #[arg(long, value_parser = humantime::parse_duration)]
-        timeout: Option<std::time::Duration>,
-        /// Cognito user pools: the username [default: login.username, else asked].
-        #[arg(long)]
-        username: Option<String>,
-        /// Cognito user pools: read the password (then any MFA code) from
-        /// stdin, one per line, instead of prompting (for scripts).
-        #[arg(long)]
-        password_stdin: bool,
+        #[command(flatten)]
+        flags: login::LoginFlags,
     },
     /// Sign out: revoke the refresh token at the identity provider, delete it
     /// and the cached identity, and have the daemon drop the credentials now.
@@ -252,23 +234,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Error> {
             let mode = TokenMode::from_flag(inline_token);
             exec::run(&load()?, &env, profile.as_deref(), mode, &command).await
         }
-        Command::Login {
-            profile,
-            device,
-            browser,
-            no_browser,
-            timeout,
-            username,
-            password_stdin,
-        } => {
-            let flags = login::LoginFlags {
-                device,
-                browser,
-                no_browser,
-                timeout,
-                username,
-                password_stdin,
-            };
+        Command::Login { profile, flags } => {
             login::login(&load()?, &env, profile.as_deref(), flags).await
         }
         Command::Logout { profile, all } => login::logout(&load()?, profile.as_deref(), all).await,

@@ -979,6 +979,17 @@ class SecretScan:
                 if len(value) >= 32:
                     yield f"{name} (last 16 chars)", value[-16:]
 
+    def add_daemon_secrets(self, daemon: "Daemon", moto: "Moto") -> None:
+        """The secrets every daemon test holds: the ECS token, the minted and
+        the current (rotated) refresh token, and every id_token the daemon
+        sent upstream (at least one must have been seen)."""
+        self.add("ECS token", daemon.ecs_token())
+        self.add("minted refresh token", daemon.minted_refresh_token)
+        self.add("rotated refresh token", daemon.read_refresh_token())
+        for token in moto.web_identity_tokens():
+            self.add("id_token", token)
+        assert self.values.get("id_token"), "no id_token seen upstream"
+
     def leaks(self, texts: Mapping[str, str]) -> list[str]:
         found = []
         for source, text in texts.items():

@@ -93,12 +93,7 @@ def test_no_secret_in_trace_logs_or_status(oidc_daemon, moto: h.Moto, flow: str)
         scan.add("session token", creds["Token"])
     assert daemon.ecs_creds_response("default", token="wrong").status == 401
     scan.add("IMDS token", imds_token)
-    scan.add("ECS token", daemon.ecs_token())
-    scan.add("minted refresh token", daemon.minted_refresh_token)
-    scan.add("rotated refresh token", daemon.read_refresh_token())
-    for token in moto.web_identity_tokens():
-        scan.add("id_token", token)
-    assert scan.values.get("id_token"), "no id_token seen upstream"
+    scan.add_daemon_secrets(daemon, moto)
 
     outputs = {}
     for args in (("status", "--json"), ("status",), ("env",), ("env", "--imds"), ("check-config",)):

@@ -73,6 +73,18 @@ class Login:
             self.proc.wait()
 
 
+def device_login(d: h.Daemon, user: str, *, abort: bool = False, timeout: float = 60) -> tuple[int, str]:
+    """`credbroker login --device`, with `user` approving (or aborting) at the
+    IdP's device page → (exit code, stderr)."""
+    login = Login(d, "--device")
+    try:
+        uri = login.wait_line(r"\(or open (\S+) ,").group(1)
+        IdpUser(user).approve_device(uri, abort=abort)
+        return login.finish(timeout=timeout)
+    finally:
+        login.kill()
+
+
 @pytest.fixture
 def signed_out_daemon(moto, oidc, daemon_factory):
     """A started STS-flow daemon with no refresh token yet (login_required)."""
@@ -157,13 +169,7 @@ def test_browser_login_pkce_ignores_a_forged_state(signed_out_daemon):
 
 def test_device_login_denied(signed_out_daemon):
     d = signed_out_daemon
-    login = Login(d, "--device")
-    try:
-        uri = login.wait_line(r"\(or open (\S+) ,").group(1)
-        IdpUser("alice").approve_device(uri, abort=True)
-        rc, err = login.finish()
-    finally:
-        login.kill()
+    rc, err = device_login(d, "alice", abort=True)
     assert rc == EXIT_DENIED, err
     assert "denied" in err and "access_denied" in err
     assert not d.refresh_token_path().exists()
@@ -239,13 +245,7 @@ def test_device_login_slows_down_when_asked(moto, oidc, daemon_factory):
                             aws={"flow": "sts", "role_arn": h.OIDC_ROLE_ARN, "session_name": h.SESSION_NAME})
         d = daemon_factory(cfg)
         d.start(wait_ready=False)
-        login = Login(d, "--device")
-        try:
-            uri = login.wait_line(r"\(or open (\S+) ,").group(1)
-            IdpUser("alice").approve_device(uri)
-            rc, err = login.finish(timeout=60)
-        finally:
-            login.kill()
+        rc, err = device_login(d, "alice")
     finally:
         proxy.stop()
     assert rc == 0, err
@@ -297,13 +297,7 @@ def test_login_after_logout_serves_a_new_identity(oidc_daemon):
     d = oidc_daemon("sts")
     d.start()
     assert d.cli("logout").returncode == 0
-    login = Login(d, "--device")
-    try:
-        uri = login.wait_line(r"\(or open (\S+) ,").group(1)
-        IdpUser("carol").approve_device(uri)
-        rc, err = login.finish()
-    finally:
-        login.kill()
+    rc, err = device_login(d, "carol")
     assert rc == 0, err
     assert "Signed in as carol" in err
     assert d.profile_status()["state"] == "ready"
@@ -313,13 +307,7 @@ def test_login_after_logout_serves_a_new_identity(oidc_daemon):
 def test_login_without_daemon_says_how_to_start_it(signed_out_daemon):
     d = signed_out_daemon
     d.stop()
-    login = Login(d, "--device")
-    try:
-        uri = login.wait_line(r"\(or open (\S+) ,").group(1)
-        IdpUser("alice").approve_device(uri)
-        rc, err = login.finish()
-    finally:
-        login.kill()
+    rc, err = device_login(d, "alice")
     assert rc == 0, err
     assert "No daemon is running" in err and "credbroker serve" in err
     assert d.refresh_token_path().read_text()

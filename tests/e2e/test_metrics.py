@@ -119,12 +119,7 @@ def secret_scan(daemon: h.Daemon, moto: h.Moto, imds_token: str) -> h.SecretScan
         scan.add("secret access key", creds["SecretAccessKey"])
         scan.add("session token", creds["Token"])
     scan.add("IMDS token", imds_token)
-    scan.add("ECS token", daemon.ecs_token())
-    scan.add("minted refresh token", daemon.minted_refresh_token)
-    scan.add("rotated refresh token", daemon.read_refresh_token())
-    for token in moto.web_identity_tokens():
-        scan.add("id_token", token)
-    assert scan.values.get("id_token"), "no id_token seen upstream"
+    scan.add_daemon_secrets(daemon, moto)
     return scan
 
 

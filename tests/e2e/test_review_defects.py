@@ -62,12 +62,7 @@ def test_no_rust_log_spelling_lets_sdk_trace_output_through(oidc_daemon, moto: h
     scan = h.SecretScan()
     scan.add("secret access key", creds["SecretAccessKey"])
     scan.add("session token", creds["Token"])
-    scan.add("ECS token", daemon.ecs_token())
-    scan.add("minted refresh token", daemon.minted_refresh_token)
-    scan.add("rotated refresh token", daemon.read_refresh_token())
-    for token in moto.web_identity_tokens():
-        scan.add("id_token", token)
-    assert scan.values.get("id_token"), "no id_token seen upstream"
+    scan.add_daemon_secrets(daemon, moto)
     daemon.stop()
     log = daemon.logs()
     # The spelling did take effect: the SDK crates log at debug (their cap).
