@@ -36,6 +36,11 @@ use crate::upstream::CredentialSource;
 pub const MIN_INTERVAL: Duration = Duration::from_secs(5);
 /// Longest single sleep before re-checking the wall clock.
 pub const MAX_SLEEP: Duration = Duration::from_secs(30);
+
+/// How often a wait that a new refresh token may end (login required, or a
+/// backoff) looks at the token file itself, besides the watcher's events: one
+/// `stat` a second, only while the profile is failing.
+pub const CHANGE_POLL: Duration = Duration::from_secs(1);
 /// First retry delay after a failure.
 pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
 /// Retry delay cap.
@@ -124,6 +129,15 @@ enum Accept<'a> {
 }
 
 impl Accept<'_> {
+    /// Whether the wait also checks the file itself every [`CHANGE_POLL`]:
+    /// a watch can miss a change (an event dropped while the channel was
+    /// full, a file system without inotify, a write that finished while the
+    /// attempt read the half-written file), and a user who wrote a new token
+    /// must not wait for the next scheduled attempt.
+    fn polls(&self) -> bool {
+        matches!(self, Accept::Change { file: Some(_), .. })
+    }
+
     fn accepts(&self, w: Wake) -> bool {
         match (self, w) {
             (Accept::Nothing, _) => false,
@@ -154,8 +168,17 @@ async fn wait_until(
             },
             None => MAX_SLEEP,
         };
+        let left = if accept.polls() {
+            left.min(CHANGE_POLL)
+        } else {
+            left
+        };
         tokio::select! {
-            () = tokio::time::sleep(left) => {}
+            () = tokio::time::sleep(left) => {
+                if accept.polls() && accept.accepts(Wake::TokenFileChanged) {
+                    return Waited::Woken;
+                }
+            }
             w = wake.recv(), if wake_open => match w {
                 Some(w) if accept.accepts(w) => return Waited::Woken,
                 Some(_) => {}
@@ -632,6 +655,29 @@ mod tests {
         h.wake.send(Wake::TokenFileChanged).await.unwrap();
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert_eq!(h.calls(), 2, "the write during the attempt was missed");
+        assert_eq!(h.reader.borrow().state, State::Ready);
+        h.stop().await;
+    }
+
+    /// A change the watcher never reported (an event lost, a file system
+    /// without inotify) is found by the wait's own look at the file.
+    #[tokio::test(start_paused = true)]
+    async fn a_new_token_without_any_event_is_found_within_the_poll() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = dir.path().join("rt");
+        std::fs::write(&rt, "revoked").unwrap();
+        let clock = TokioClock::new(at(0));
+        let h = Harness::start(
+            vec![Err(invalid_grant()), Ok(3600)],
+            clock.clone(),
+            Arc::new(clock),
+            Some(rt.clone()),
+        );
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(h.calls(), 1, "an unchanged file must not be retried");
+        crate::fsutil::write_atomic_private(&rt, b"fresh-login").unwrap();
+        tokio::time::sleep(CHANGE_POLL + Duration::from_millis(10)).await;
+        assert_eq!(h.calls(), 2, "the new token was not noticed");
         assert_eq!(h.reader.borrow().state, State::Ready);
         h.stop().await;
     }
