@@ -38,13 +38,13 @@ def moto(moto_server: h.Moto) -> h.Moto:
 
 @pytest.fixture(scope="session")
 def oidc_factory() -> Iterator[Callable[..., h.OidcProvider]]:
-    """``oidc_factory(id_ttl=.., rt_ttl=..)``: one provider per TTL pair for the session."""
-    started: dict[tuple[int, int], h.OidcProvider] = {}
+    """``oidc_factory(id_ttl=.., rt_ttl=.., rt_grace=..)``: one provider per setting for the session."""
+    started: dict[tuple[int, int, int], h.OidcProvider] = {}
 
-    def get(id_ttl: int = 300, rt_ttl: int = 86400) -> h.OidcProvider:
-        key = (id_ttl, rt_ttl)
+    def get(id_ttl: int = 300, rt_ttl: int = 86400, rt_grace: int = 0) -> h.OidcProvider:
+        key = (id_ttl, rt_ttl, rt_grace)
         if key not in started or not started[key].running:
-            started[key] = h.OidcProvider(id_ttl=id_ttl, rt_ttl=rt_ttl).start()
+            started[key] = h.OidcProvider(id_ttl=id_ttl, rt_ttl=rt_ttl, rt_grace=rt_grace).start()
         return started[key]
 
     yield get

@@ -493,11 +493,12 @@ class OidcProvider(_Process):
     name = "oidc"
 
     def __init__(self, workdir: Path | None = None, *, id_ttl: int = 300, rt_ttl: int = 86400,
-                 device_ttl: int = 600):
+                 device_ttl: int = 600, rt_grace: int = 0):
         super().__init__(workdir)
         self.id_ttl = id_ttl
         self.rt_ttl = rt_ttl
         self.device_ttl = device_ttl
+        self.rt_grace = rt_grace  # refresh-token reuse grace period (0: strict reuse detection)
         self.issuer = ""
         self.stdout_path = self.workdir / "oidc.stdout"
 
@@ -507,7 +508,8 @@ class OidcProvider(_Process):
             raise HarnessError("node not found (Debian: apt-get install nodejs)")
         if not (OIDC_DIR / "node_modules" / "oidc-provider").is_dir():
             raise HarnessError(f"{OIDC_DIR}/node_modules missing: run tests/setup.sh first")
-        env = clean_env(PORT=0, ID_TTL=self.id_ttl, RT_TTL=self.rt_ttl, DEVICE_TTL=self.device_ttl)
+        env = clean_env(PORT=0, ID_TTL=self.id_ttl, RT_TTL=self.rt_ttl, DEVICE_TTL=self.device_ttl,
+                        RT_GRACE=self.rt_grace)
         with open(self.stdout_path, "wb") as out:
             self._spawn([node, str(OIDC_DIR / "server.mjs")], env, cwd=OIDC_DIR, stdout=out.fileno())
 

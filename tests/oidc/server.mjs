@@ -8,6 +8,11 @@
 //   ID_TTL  id_token and access_token lifetime in seconds (default 300)
 //   RT_TTL  refresh_token lifetime in seconds (default 86400)
 //   DEVICE_TTL  device-code lifetime in seconds (default 600)
+//   RT_GRACE    refresh-token reuse grace period in seconds (default 0: strict
+//               reuse detection). Like Okta's leeway or Cognito's
+//               RetryGracePeriodSeconds: a rotated-away refresh token is still
+//               accepted (and rotated again) for RT_GRACE seconds after its
+//               first use; after that, presenting it revokes the grant.
 //
 // stdout carries exactly one line, `READY http://127.0.0.1:<port>`, once the
 // server listens; everything else (provider notices, grant errors) goes to stderr.
@@ -22,6 +27,9 @@ import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { createServer } from 'node:http';
 
 import Provider from 'oidc-provider';
+// oidc-provider's own in-memory adapter (no "exports" map: a deep import is
+// supported), extended below for the grace period.
+import MemoryAdapter from 'oidc-provider/lib/adapters/memory_adapter.js';
 
 // oidc-provider prints notices with console.info; keep stdout for the READY line.
 console.log = console.error;
@@ -31,11 +39,12 @@ const PORT = Number.parseInt(process.env.PORT ?? '0', 10);
 const ID_TTL = Number.parseInt(process.env.ID_TTL ?? '300', 10);
 const RT_TTL = Number.parseInt(process.env.RT_TTL ?? '86400', 10);
 const DEVICE_TTL = Number.parseInt(process.env.DEVICE_TTL ?? '600', 10);
+const RT_GRACE = Number.parseInt(process.env.RT_GRACE ?? '0', 10);
 const HOST = '127.0.0.1';
 const DEVICE_CODE = 'urn:ietf:params:oauth:grant-type:device_code';
 const GRANT_TYPES = ['authorization_code', 'refresh_token', DEVICE_CODE];
 
-for (const [name, value] of [['PORT', PORT], ['ID_TTL', ID_TTL], ['RT_TTL', RT_TTL], ['DEVICE_TTL', DEVICE_TTL]]) {
+for (const [name, value] of [['PORT', PORT], ['ID_TTL', ID_TTL], ['RT_TTL', RT_TTL], ['DEVICE_TTL', DEVICE_TTL], ['RT_GRACE', RT_GRACE]]) {
   if (!Number.isInteger(value) || value < 0) {
     console.error(`invalid ${name}: ${process.env[name]}`);
     process.exit(2);
@@ -48,7 +57,42 @@ const stats = {
   refresh_success: 0,
   errors: 0,
   minted: 0,
+  grace_seconds: RT_GRACE,
+  // Refresh grants that presented a rotated-away token inside the grace period.
+  grace_reuses: 0,
 };
+
+// A refresh token's first use (epoch seconds), by id; kept apart from the
+// payload, which oidc-provider validates.
+const firstUse = new Map();
+
+/**
+ * The memory adapter with a reuse grace period for refresh tokens: the first
+ * use (oidc-provider's `consume`, at rotation) starts the period instead of
+ * marking the token consumed; the token reads as consumed once the period is
+ * over (and a reuse then revokes the grant, as with strict detection).
+ */
+class GraceAdapter extends MemoryAdapter {
+  async consume(id) {
+    if (this.model !== 'RefreshToken') return super.consume(id);
+    if (!firstUse.has(id)) firstUse.set(id, Math.floor(Date.now() / 1000));
+    return undefined;
+  }
+
+  async find(id) {
+    const payload = await super.find(id);
+    if (this.model !== 'RefreshToken' || !payload || !firstUse.has(id)) return payload;
+    const used = firstUse.get(id);
+    if (Date.now() / 1000 - used >= RT_GRACE) return { ...payload, consumed: used };
+    stats.grace_reuses += 1;
+    return payload;
+  }
+
+  async destroy(id) {
+    firstUse.delete(id);
+    return super.destroy(id);
+  }
+}
 
 function signingKey() {
   const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
@@ -94,6 +138,7 @@ function buildProvider(issuer) {
         redirect_uris: ['http://127.0.0.1:8765/cb'],
       },
     ],
+    ...(RT_GRACE > 0 ? { adapter: GraceAdapter } : {}),
     jwks: { keys: [signingKey()] },
     cookies: { keys: [randomBytes(32).toString('hex')] },
     scopes: ['openid', 'offline_access', 'email', 'profile'],
