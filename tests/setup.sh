@@ -183,12 +183,15 @@ compat_debs=(golang-go golang-github-aws-aws-sdk-go-v2-dev ruby ruby-aws-sdk-cor
 # The old botocore (1.29) and boto3 (1.26) of Debian 12, run by the system Python (issue 12).
 # And Debian 12's AWS CLI v2 (`awscli` 2.9, /usr/bin/aws, with its own vendored botocore).
 compat_debs+=(python3-botocore python3-boto3 awscli)
+# A real Secret Service for the keyring token store (tests/e2e/test_keyring.py):
+# gnome-keyring on a private session bus (dbus), checked with libsecret's secret-tool.
+compat_debs+=(dbus gnome-keyring libsecret-tools)
 deb_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 if command -v dpkg-query >/dev/null 2>&1; then
   missing_debs=()
   for deb in "${compat_debs[@]}"; do deb_installed "$deb" || missing_debs+=("$deb"); done
   if [ ${#missing_debs[@]} -gt 0 ]; then
-    apt_install "the SDK compatibility matrix's Go and Ruby SDKs and the systemd tools (tests/demo.sh needs none of them)" "${missing_debs[@]}"
+    apt_install "the SDK compatibility matrix's Go and Ruby SDKs, the systemd tools and the Secret Service (tests/demo.sh needs none of them)" "${missing_debs[@]}"
   else
     echo "debian packages up to date (${compat_debs[*]})"
   fi

@@ -232,13 +232,10 @@ pub async fn login(
         run.await.unwrap_or_else(expired)
     };
     let subject = outcome.map_err(failed)?;
-    let file = p
-        .login
-        .refresh_token_file()
-        .map(|f| f.display().to_string());
+    let place = login::token_store(p).map(|s| s.describe());
     term.line(&format!(
         "Signed in as {subject}; the refresh token is stored in {}.",
-        file.unwrap_or_default()
+        place.unwrap_or_default()
     ));
     tell_daemon(cfg, p, &mut term).await
 }

@@ -200,7 +200,20 @@ impl LoginConfig {
         norm(self) == norm(other)
     }
 
-    /// The refresh-token file, if this kind has one.
+    /// Where the refresh token is kept (`login.token_store`), if this kind
+    /// has one.
+    pub fn token_store(&self) -> Option<StoreKind> {
+        match self {
+            LoginConfig::Oidc(o) => Some(o.token_store),
+            LoginConfig::UserPool(u) => Some(u.token_store),
+            LoginConfig::None => None,
+        }
+    }
+
+    /// The refresh-token file, if this kind has one. With
+    /// `token_store = "keyring"` no file is written: the path then only
+    /// names the sign-in (profiles naming one path share it) and the
+    /// keychain entry (its account).
     pub fn refresh_token_file(&self) -> Option<&Path> {
         match self {
             LoginConfig::Oidc(o) => Some(&o.refresh_token_file),
@@ -231,6 +244,27 @@ impl Default for SignIn {
     }
 }
 
+/// `login.token_store`: where a sign-in's refresh token is kept.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StoreKind {
+    /// `refresh_token_file` (0600, atomic writes): the default, and the only
+    /// choice on headless hosts and in containers.
+    #[default]
+    File,
+    /// The OS keychain (Secret Service, Keychain, Credential Manager).
+    Keyring,
+}
+
+impl StoreKind {
+    /// The name as written in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreKind::File => "file",
+            StoreKind::Keyring => "keyring",
+        }
+    }
+}
+
 /// Validated OIDC login.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OidcConfig {
@@ -244,6 +278,8 @@ pub struct OidcConfig {
     pub client_secret_file: Option<PathBuf>,
     /// File with the refresh token (rotated tokens are written back).
     pub refresh_token_file: PathBuf,
+    /// Where the refresh token is kept.
+    pub token_store: StoreKind,
     /// Scopes to request on refresh (none sent when unset).
     pub scopes: Option<Vec<String>>,
 }
@@ -261,6 +297,13 @@ pub struct UserPoolConfig {
     pub username: Option<String>,
     /// File with the refresh token.
     pub refresh_token_file: PathBuf,
+    /// Where the refresh token is kept.
+    pub token_store: StoreKind,
+    /// `login.rotation`: the app client rotates refresh tokens (`Some(true)`:
+    /// refresh with `GetTokensFromRefreshToken`), does not (`Some(false)`:
+    /// `InitiateAuth` `REFRESH_TOKEN_AUTH` only), or unknown (`None`: the
+    /// latter, switching to the former when the pool refuses it).
+    pub rotation: Option<bool>,
 }
 
 /// Which AWS exchange a profile uses.

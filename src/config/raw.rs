@@ -108,6 +108,8 @@ pub struct RawLogin {
     pub scopes: Option<StringList>,
     pub prompt: Option<String>,
     pub redirect_uri: Option<String>,
+    pub rotation: Option<bool>,
+    pub token_store: Option<String>,
 }
 
 /// `[profiles.<name>.aws]` as written.

@@ -570,6 +570,7 @@ fn validate_oidc(
         &[
             ("user_pool_id", rl.user_pool_id.is_some()),
             ("username", rl.username.is_some()),
+            ("rotation", rl.rotation.is_some()),
         ],
         "oidc",
     )?;
@@ -579,8 +580,23 @@ fn validate_oidc(
         client_id: v.required(rl.client_id, &k("client_id"), "for kind = \"oidc\"")?,
         client_secret_file: rl.client_secret_file,
         refresh_token_file: rl.refresh_token_file.unwrap_or(default_rt),
+        token_store: store_kind(v, rl.token_store.as_deref(), &k("token_store"))?,
         scopes: rl.scopes.map(|l| l.0),
     })
+}
+
+/// `login.token_store`.
+fn store_kind(v: &V<'_>, s: Option<&str>, key: &str) -> Result<StoreKind, ConfigError> {
+    match s {
+        None | Some("file") => Ok(StoreKind::File),
+        Some("keyring") => Ok(StoreKind::Keyring),
+        Some(other) => Err(v.err(
+            key.to_owned(),
+            format!(
+                "unknown token store {other:?}; expected \"file\" or \"keyring\" (the OS keychain)"
+            ),
+        )),
+    }
 }
 
 fn validate_user_pool(
@@ -629,6 +645,8 @@ fn validate_user_pool(
         client_secret_file: rl.client_secret_file,
         username: rl.username,
         refresh_token_file: rl.refresh_token_file.unwrap_or(default_rt),
+        token_store: store_kind(v, rl.token_store.as_deref(), &k("token_store"))?,
+        rotation: rl.rotation,
     })
 }
 

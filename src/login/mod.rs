@@ -20,10 +20,11 @@ pub mod userpool;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::config::StoreKind;
 use crate::config::{LoginConfig, ProfileConfig};
 use crate::fsutil;
 use crate::secret::SecretString;
-use crate::upstream::token_store::{TokenFile, TokenStore};
+use crate::upstream::token_store::{self, TokenStore};
 
 /// Exit code: the user or the IdP denied the sign-in (sysexits `EX_NOPERM`).
 pub const EXIT_DENIED: u8 = 77;
@@ -185,14 +186,25 @@ pub async fn sign_in(
     Ok(done.subject)
 }
 
-/// Store a new refresh token (atomically, 0600, in a private directory) and
-/// forget the identity id cached for whoever signed in before.
+/// The profile's token store (`login.token_store`), if it has a sign-in.
+pub fn token_store(profile: &ProfileConfig) -> Option<std::sync::Arc<dyn TokenStore>> {
+    let file = profile.login.refresh_token_file()?;
+    let kind = profile.login.token_store()?;
+    Some(token_store::open(kind, file, profile.login.kind()))
+}
+
+/// Store a new refresh token (a file: atomically, 0600, in a private
+/// directory; or the keychain) and forget the identity id cached for
+/// whoever signed in before.
 fn store(profile: &ProfileConfig, file: &Path, token: &SecretString) -> Result<(), Error> {
-    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+    let kind = profile.login.token_store().unwrap_or_default();
+    if kind == StoreKind::File
+        && let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty())
+    {
         fsutil::ensure_private_dir(dir)
             .map_err(|e| Error::Local(format!("cannot use {}: {e}", dir.display())))?;
     }
-    TokenFile::new(file.to_path_buf(), profile.login.kind())
+    token_store::open(kind, file, profile.login.kind())
         .save(token)
         .map_err(|e| Error::Local(e.to_string()))?;
     forget_identity(profile);
@@ -220,17 +232,16 @@ pub struct SignedOut {
 /// Revoke the stored refresh token at the IdP, then delete it and the
 /// identity cache — the local state is cleared whatever the IdP says.
 pub async fn sign_out(profile: &ProfileConfig) -> Result<SignedOut, Error> {
-    let Some(file) = profile.login.refresh_token_file() else {
+    let Some(store) = token_store(profile) else {
         return Err(Error::Usage(format!(
             "profile {:?} has no sign-in (login.kind = \"none\")",
             profile.name
         )));
     };
-    let token = match fsutil::read_secret_file(file) {
-        Ok(t) if !t.is_empty() => Some(crate::secret::secret(t)),
-        Ok(_) => None,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(Error::Local(format!("cannot read {}: {e}", file.display()))),
+    let token = match store.read() {
+        Ok(t) => Some(t),
+        Err(e) if e.is_login_required() => None,
+        Err(e) => return Err(Error::Local(e.to_string())),
     };
     let revoked = match (&token, &profile.login) {
         (None, _) => Ok(()),
@@ -244,16 +255,7 @@ pub async fn sign_out(profile: &ProfileConfig) -> Result<SignedOut, Error> {
         (Some(t), LoginConfig::UserPool(cfg)) => userpool::revoke(profile, cfg, t).await,
         (Some(_), LoginConfig::None) => Ok(()),
     };
-    match std::fs::remove_file(file) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => {
-            return Err(Error::Local(format!(
-                "cannot delete {}: {e}",
-                file.display()
-            )));
-        }
-    }
+    store.delete().map_err(|e| Error::Local(e.to_string()))?;
     forget_identity(profile);
     Ok(SignedOut {
         had_token: token.is_some(),

@@ -451,6 +451,7 @@ mod tests {
             client_id: "c".into(),
             client_secret_file: None,
             refresh_token_file: "/x".into(),
+            token_store: Default::default(),
             scopes: None,
         };
         assert_eq!(sign_in_scopes(&cfg), "openid offline_access");

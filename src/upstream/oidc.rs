@@ -25,7 +25,7 @@ use crate::metrics::{Call, UpstreamTimer};
 use crate::net::check_upstream_url;
 use crate::secret::ExposeSecret;
 
-use super::token_store::{RotatingToken, TokenFile, TokenStore, read_client_secret};
+use super::token_store::{self, RotatingToken, TokenStore, read_client_secret};
 use super::{IdToken, UpstreamError, short};
 
 const SERVICE: &str = "oidc";
@@ -134,7 +134,7 @@ async fn refused(resp: reqwest::Response, store: &dyn TokenStore) -> UpstreamErr
 impl OidcLogin {
     /// A login for this configuration (no I/O yet).
     pub fn new(cfg: OidcConfig, clock: SharedClock) -> Result<Self, UpstreamError> {
-        let store = Arc::new(TokenFile::new(cfg.refresh_token_file.clone(), SERVICE));
+        let store = token_store::open(cfg.token_store, &cfg.refresh_token_file, SERVICE);
         Self::with_store(cfg, store, clock)
     }
 

@@ -1,12 +1,16 @@
-//! Where a profile's refresh token lives ([`TokenStore`]). Today a file
-//! ([`TokenFile`]: re-read on every refresh, rotated tokens written
-//! atomically, 0600); the OS keychain can slot in behind the same three calls
-//! later (roadmap: login lifecycle). [`RotatingToken`] holds the rotation
-//! rule both logins (OIDC, user pool) share.
+//! Where a profile's refresh token lives ([`TokenStore`], chosen by
+//! `login.token_store`, see [`open`]): a file ([`TokenFile`]: re-read on
+//! every refresh, rotated tokens written atomically, 0600) or the OS keychain
+//! ([`Keychain`]: read once, then on a sign-in, never per refresh).
+//! [`RotatingToken`] holds the rotation rule both logins (OIDC, user pool)
+//! share. Change detection belongs to the store: a file is re-read (and
+//! watched by the app), a keychain entry is re-read when a sign-in tells the
+//! daemon ([`TokenStore::changed`]).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use crate::config::StoreKind;
 use crate::fsutil;
 use crate::secret::{ExposeSecret, SecretString, secret};
 
@@ -16,10 +20,31 @@ use super::UpstreamError;
 pub trait TokenStore: Send + Sync + std::fmt::Debug {
     /// The current token (a missing or empty one is `LoginRequired`).
     fn read(&self) -> Result<SecretString, UpstreamError>;
-    /// Persist a rotated token durably before it is relied on.
+    /// Persist a rotated (or newly signed-in) token durably before it is
+    /// relied on.
     fn save(&self, token: &SecretString) -> Result<(), UpstreamError>;
+    /// Delete the token (sign-out); `Ok(false)` when none was stored.
+    fn delete(&self) -> Result<bool, UpstreamError> {
+        Err(UpstreamError::Local {
+            message: "this token store cannot delete".into(),
+        })
+    }
+    /// The token may have been replaced behind our back (a sign-in): forget
+    /// any copy kept in memory.
+    fn changed(&self) {}
+    /// Where the token is, for messages (never the token).
+    fn describe(&self) -> String;
     /// A login-required error that says what to do.
     fn login_required(&self, code: &str, what: &str) -> UpstreamError;
+}
+
+/// The store `login.token_store` names for the sign-in on `file` (with the
+/// keychain, `file` only names the entry) of a login talking to `service`.
+pub fn open(kind: StoreKind, file: &Path, service: &'static str) -> Arc<dyn TokenStore> {
+    match kind {
+        StoreKind::File => Arc::new(TokenFile::new(file.to_path_buf(), service)),
+        StoreKind::Keyring => Arc::new(Keychain::new(file, service)),
+    }
 }
 
 /// A login's refresh token with the rotation rule: when the IdP rotates the
@@ -66,9 +91,11 @@ impl RotatingToken {
         self.store.read()
     }
 
-    /// Drop an unsaved rotated token (the store was replaced by a sign-in).
+    /// Drop an unsaved rotated token and any cached copy (the token was
+    /// replaced by a sign-in, or deleted by a sign-out).
     pub fn forget_pending(&mut self) {
         self.pending = None;
+        self.store.changed();
     }
 
     /// The IdP answered `presented` with `issued` (maybe the same, maybe
@@ -106,6 +133,20 @@ impl TokenFile {
 }
 
 impl TokenStore for TokenFile {
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn delete(&self) -> Result<bool, UpstreamError> {
+        match std::fs::remove_file(&self.path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(UpstreamError::Local {
+                message: format!("cannot delete {}: {e}", self.path.display()),
+            }),
+        }
+    }
+
     fn login_required(&self, code: &str, what: &str) -> UpstreamError {
         UpstreamError::LoginRequired {
             service: self.service,
@@ -156,6 +197,215 @@ impl TokenStore for TokenFile {
                 ),
             }
         })
+    }
+}
+
+/// The keychain entries' service name; the account is the sign-in's
+/// `refresh_token_file` path (which names the sign-in: profiles on one path
+/// share it).
+pub const KEYCHAIN_SERVICE: &str = "credbroker";
+
+/// A refresh token in the OS keychain (`login.token_store = "keyring"`):
+/// the Secret Service on Linux (any desktop's keyring, over D-Bus), the
+/// Keychain on macOS, the Credential Manager on Windows. The entry is read
+/// once and kept in memory (no keychain prompt per refresh); a rotation is
+/// written to the keychain before the new id_token is used, exactly like
+/// the file; a sign-in's notice ([`TokenStore::changed`]) makes the next
+/// refresh read it again.
+#[derive(Debug)]
+pub struct Keychain {
+    account: String,
+    service: &'static str,
+    cache: Mutex<Option<SecretString>>,
+}
+
+impl Keychain {
+    /// The entry for the sign-in on `file`, of a login talking to `service`.
+    pub fn new(file: &Path, service: &'static str) -> Self {
+        Keychain {
+            account: file.display().to_string(),
+            service,
+            cache: Mutex::new(None),
+        }
+    }
+
+    fn cached(&self) -> std::sync::MutexGuard<'_, Option<SecretString>> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn failed(&self, what: &str, e: &keychain::Failure) -> UpstreamError {
+        UpstreamError::Local {
+            message: format!(
+                "cannot {what} the refresh token in the OS keychain (service {KEYCHAIN_SERVICE:?}, account {:?}): {e}; start or unlock the keychain (Linux: a Secret Service such as gnome-keyring or KeePassXC on the session D-Bus), or set login.token_store = \"file\" to keep it in a 0600 file",
+                self.account
+            ),
+        }
+    }
+}
+
+impl TokenStore for Keychain {
+    fn read(&self) -> Result<SecretString, UpstreamError> {
+        if let Some(t) = self.cached().as_ref() {
+            return Ok(t.clone());
+        }
+        match keychain::get(&self.account) {
+            Ok(t) if !t.expose_secret().is_empty() => {
+                *self.cached() = Some(t.clone());
+                Ok(t)
+            }
+            Ok(_) | Err(keychain::Failure::NoEntry) => {
+                Err(self.login_required("no_refresh_token", "no refresh token in the OS keychain"))
+            }
+            Err(e) => Err(self.failed("read", &e)),
+        }
+    }
+
+    fn save(&self, token: &SecretString) -> Result<(), UpstreamError> {
+        keychain::set(&self.account, token).map_err(|e| self.failed("save", &e))?;
+        *self.cached() = Some(token.clone());
+        Ok(())
+    }
+
+    fn delete(&self) -> Result<bool, UpstreamError> {
+        *self.cached() = None;
+        match keychain::delete(&self.account) {
+            Ok(()) => Ok(true),
+            Err(keychain::Failure::NoEntry) => Ok(false),
+            Err(e) => Err(self.failed("delete", &e)),
+        }
+    }
+
+    fn changed(&self) {
+        *self.cached() = None;
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "the OS keychain (service {KEYCHAIN_SERVICE:?}, account {:?})",
+            self.account
+        )
+    }
+
+    fn login_required(&self, code: &str, what: &str) -> UpstreamError {
+        UpstreamError::LoginRequired {
+            service: self.service,
+            code: code.into(),
+            message: format!("{what}; login required: run `credbroker login`"),
+        }
+    }
+}
+
+/// The keychain calls. keyring-core's API is blocking, and the Linux store
+/// runs its D-Bus client on a tokio runtime of its own, which must not be
+/// started from inside ours: every call runs on a short-lived plain thread
+/// (calls are rare: a read per daemon lifetime and sign-in, a write per
+/// rotation). Errors are reduced to a message that never holds the secret
+/// (keyring-core's `BadEncoding` and `BadDataFormat` carry the stored bytes).
+mod keychain {
+    use std::sync::{Arc, Mutex};
+
+    use keyring_core::{CredentialStore, Entry, Error};
+
+    use super::KEYCHAIN_SERVICE;
+    use crate::secret::{ExposeSecret, SecretString, secret};
+
+    /// Why a keychain call failed.
+    #[derive(Debug)]
+    pub enum Failure {
+        /// No such entry.
+        NoEntry,
+        /// Anything else, described without the secret.
+        Other(String),
+    }
+
+    impl std::fmt::Display for Failure {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            match self {
+                Failure::NoEntry => f.write_str("no such entry"),
+                Failure::Other(m) => f.write_str(m),
+            }
+        }
+    }
+
+    fn describe(e: Error) -> Failure {
+        match e {
+            Error::NoEntry => Failure::NoEntry,
+            Error::NoStorageAccess(p) => {
+                Failure::Other(format!("the keychain is locked or refused access ({p})"))
+            }
+            Error::PlatformFailure(p) => Failure::Other(format!("no keychain reachable ({p})")),
+            Error::BadEncoding(_) | Error::BadDataFormat(..) => {
+                Failure::Other("the stored entry is not a refresh token".into())
+            }
+            Error::Ambiguous(v) => Failure::Other(format!("{} entries match", v.len())),
+            Error::NotSupportedByStore(m) | Error::BadStoreFormat(m) => Failure::Other(m),
+            Error::TooLong(what, max) => Failure::Other(format!("{what} is over {max} bytes")),
+            Error::Invalid(what, why) => Failure::Other(format!("invalid {what}: {why}")),
+            _ => Failure::Other("keychain error".into()),
+        }
+    }
+
+    /// The platform's store, connected on first use (and again after a
+    /// failure: the keychain may be started or unlocked later).
+    fn store() -> Result<Arc<CredentialStore>, Failure> {
+        static STORE: Mutex<Option<Arc<CredentialStore>>> = Mutex::new(None);
+        let mut s = STORE.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = s.as_ref() {
+            return Ok(s.clone());
+        }
+        let made = platform().map_err(describe)?;
+        *s = Some(made.clone());
+        Ok(made)
+    }
+
+    #[cfg(target_os = "linux")]
+    fn platform() -> keyring_core::Result<Arc<CredentialStore>> {
+        Ok(zbus_secret_service_keyring_store::Store::new()?)
+    }
+    #[cfg(target_os = "macos")]
+    fn platform() -> keyring_core::Result<Arc<CredentialStore>> {
+        Ok(apple_native_keyring_store::keychain::Store::new()?)
+    }
+    #[cfg(target_os = "windows")]
+    fn platform() -> keyring_core::Result<Arc<CredentialStore>> {
+        Ok(windows_native_keyring_store::Store::new()?)
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "macos", target_os = "windows")))]
+    fn platform() -> keyring_core::Result<Arc<CredentialStore>> {
+        Err(Error::NotSupportedByStore(
+            "no OS keychain on this platform".into(),
+        ))
+    }
+
+    /// Run `f` on the entry, on a thread of its own (see the module docs).
+    fn with_entry<T: Send>(
+        account: &str,
+        f: impl FnOnce(&Entry) -> keyring_core::Result<T> + Send,
+    ) -> Result<T, Failure> {
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let store = store()?;
+                    let entry = store
+                        .build(KEYCHAIN_SERVICE, account, None)
+                        .map_err(describe)?;
+                    f(&entry).map_err(describe)
+                })
+                .join()
+                .unwrap_or_else(|_| Err(Failure::Other("the keychain call panicked".into())))
+        })
+    }
+
+    pub fn get(account: &str) -> Result<SecretString, Failure> {
+        with_entry(account, |e| e.get_password()).map(secret)
+    }
+
+    pub fn set(account: &str, token: &SecretString) -> Result<(), Failure> {
+        with_entry(account, |e| e.set_password(token.expose_secret()))
+    }
+
+    pub fn delete(account: &str) -> Result<(), Failure> {
+        with_entry(account, |e| e.delete_credential())
     }
 }
 

@@ -1,10 +1,14 @@
 //! Amazon Cognito user pool refresh: `InitiateAuth` with `REFRESH_TOKEN_AUTH`
 //! (unsigned), plus `SECRET_HASH` = Base64(HMAC-SHA256(secret, username +
-//! client_id)) when the app client has a secret. A user pool with refresh
-//! token rotation returns a new refresh token, which is persisted atomically
-//! before the id token is used.
+//! client_id)) when the app client has a secret; or, for an app client with
+//! refresh-token rotation (2025), `GetTokensFromRefreshToken` (such clients
+//! refuse `REFRESH_TOKEN_AUTH`), which takes the client secret itself.
+//! `login.rotation` picks the call; unset, the first refusal of
+//! `REFRESH_TOKEN_AUTH` is retried once with `GetTokensFromRefreshToken`
+//! (the refused token was not consumed) and, if that works, it is used from
+//! then on. A rotated refresh token is persisted before the id token is used.
 
-use aws_sdk_cognitoidentityprovider::types::AuthFlowType;
+use aws_sdk_cognitoidentityprovider::types::{AuthFlowType, AuthenticationResultType};
 use base64::Engine;
 use hmac::{KeyInit, Mac};
 use std::sync::Arc;
@@ -17,7 +21,7 @@ use crate::metrics::{Call, UpstreamTimer};
 use crate::secret::ExposeSecret;
 
 use super::aws::classify;
-use super::token_store::{RotatingToken, TokenFile, TokenStore, read_client_secret};
+use super::token_store::{self, RotatingToken, TokenStore, read_client_secret};
 use super::{IdToken, UpstreamError};
 
 const SERVICE: &str = "cognito-idp";
@@ -35,7 +39,12 @@ struct Cache {
     id_token: Option<IdToken>,
     /// The refresh token (and a rotated one not saved yet).
     refresh: RotatingToken,
+    /// Whether the app client rotates (from `login.rotation`, or learnt).
+    rotation: Option<bool>,
 }
+
+/// The pool's answer to a refresh: tokens, or why not.
+type Refreshed = Result<AuthenticationResultType, UpstreamError>;
 
 /// `SECRET_HASH` for Cognito app clients with a secret.
 pub fn secret_hash(client_secret: &str, username: &str, client_id: &str) -> String {
@@ -51,7 +60,7 @@ pub fn secret_hash(client_secret: &str, username: &str, client_id: &str) -> Stri
 impl UserPoolLogin {
     /// A login for this configuration.
     pub fn new(cfg: UserPoolConfig, sdk: &aws_config::SdkConfig, clock: SharedClock) -> Self {
-        let store = Arc::new(TokenFile::new(cfg.refresh_token_file.clone(), SERVICE));
+        let store = token_store::open(cfg.token_store, &cfg.refresh_token_file, SERVICE);
         Self::with_store(cfg, store, sdk, clock)
     }
 
@@ -62,6 +71,7 @@ impl UserPoolLogin {
         sdk: &aws_config::SdkConfig,
         clock: SharedClock,
     ) -> Self {
+        let rotation = cfg.rotation;
         UserPoolLogin {
             cfg,
             client: aws_sdk_cognitoidentityprovider::Client::new(sdk),
@@ -69,6 +79,7 @@ impl UserPoolLogin {
             cache: Mutex::new(Cache {
                 id_token: None,
                 refresh: RotatingToken::new(store),
+                rotation,
             }),
             timer: UpstreamTimer::default(),
         }
@@ -100,6 +111,48 @@ impl UserPoolLogin {
             return Ok(t.clone());
         }
         let rt = cache.refresh.current()?;
+        let result = match cache.rotation {
+            Some(true) => self.get_tokens(&rt).await,
+            Some(false) => self.initiate_auth(&rt).await,
+            None => match self.initiate_auth(&rt).await {
+                Err(UpstreamError::Rejected { code, message, .. }) if refused_flow(&code) => {
+                    tracing::debug!(code, message, "REFRESH_TOKEN_AUTH refused; trying GetTokensFromRefreshToken");
+                    let r = self.get_tokens(&rt).await;
+                    if r.is_ok() {
+                        cache.rotation = Some(true);
+                        tracing::info!("the user pool's app client rotates refresh tokens: refreshing with GetTokensFromRefreshToken (set login.rotation = true to skip the first attempt)");
+                    }
+                    r
+                }
+                other => other,
+            },
+        }
+        .map_err(|e| match e {
+            UpstreamError::Rejected { code, message, .. } if code == "NotAuthorizedException" => {
+                cache.refresh.store().login_required(
+                    &code,
+                    &format!("the user pool rejected the refresh token ({message})"),
+                )
+            }
+            other => other,
+        })?;
+        let result = &result;
+        // A pool with rotation returns a new refresh token: the old one is
+        // dead. Persist it before anything else (kept in memory if that fails).
+        cache.refresh.rotated(&rt, result.refresh_token());
+        let id = result
+            .id_token()
+            .ok_or_else(|| UpstreamError::BadResponse {
+                service: SERVICE,
+                message: "the user pool returned no IdToken".into(),
+            })?;
+        let tok = IdToken::from_jwt(id.to_owned());
+        cache.id_token = Some(tok.clone());
+        Ok(tok)
+    }
+
+    /// `InitiateAuth` with `REFRESH_TOKEN_AUTH`.
+    async fn initiate_auth(&self, rt: &crate::secret::SecretString) -> Refreshed {
         let mut req = self
             .client
             .initiate_auth()
@@ -113,35 +166,42 @@ impl UserPoolLogin {
                 secret_hash(s.expose_secret(), user, &self.cfg.client_id),
             );
         }
-        let sent = self.timer.time(Call::UserPoolRefresh, req.send()).await;
-        let out = sent.map_err(|e| match classify(SERVICE, e) {
-            UpstreamError::Rejected { code, message, .. } if code == "NotAuthorizedException" => {
-                cache.refresh.store().login_required(
-                    &code,
-                    &format!("the user pool rejected the refresh token ({message})"),
-                )
-            }
-            other => other,
-        })?;
-        let result = out
-            .authentication_result()
+        let out = self.timer.time(Call::UserPoolRefresh, req.send()).await;
+        let out = out.map_err(|e| classify(SERVICE, e))?;
+        out.authentication_result
             .ok_or_else(|| UpstreamError::BadResponse {
                 service: SERVICE,
                 message: "InitiateAuth returned a challenge instead of tokens".into(),
-            })?;
-        // A pool with rotation returns a new refresh token: the old one is
-        // dead. Persist it before anything else (kept in memory if that fails).
-        cache.refresh.rotated(&rt, result.refresh_token());
-        let id = result
-            .id_token()
+            })
+    }
+
+    /// `GetTokensFromRefreshToken` (app clients with rotation).
+    async fn get_tokens(&self, rt: &crate::secret::SecretString) -> Refreshed {
+        let secret = read_client_secret(self.cfg.client_secret_file.as_deref())?;
+        let req = self
+            .client
+            .get_tokens_from_refresh_token()
+            .client_id(&self.cfg.client_id)
+            .refresh_token(rt.expose_secret())
+            .set_client_secret(secret.map(|s| s.expose_secret().to_owned()));
+        let out = self.timer.time(Call::UserPoolRefresh, req.send()).await;
+        let out = out.map_err(|e| classify(SERVICE, e))?;
+        out.authentication_result
             .ok_or_else(|| UpstreamError::BadResponse {
                 service: SERVICE,
-                message: "InitiateAuth returned no IdToken".into(),
-            })?;
-        let tok = IdToken::from_jwt(id.to_owned());
-        cache.id_token = Some(tok.clone());
-        Ok(tok)
+                message: "GetTokensFromRefreshToken returned no tokens".into(),
+            })
     }
+}
+
+/// Whether a refusal of `REFRESH_TOKEN_AUTH` may mean "this app client
+/// rotates refresh tokens, use GetTokensFromRefreshToken" (AWS documents the
+/// refusal, not its error code, so any refusal of the token or the flow).
+fn refused_flow(code: &str) -> bool {
+    matches!(
+        code,
+        "NotAuthorizedException" | "InvalidParameterException" | "UnsupportedOperationException"
+    )
 }
 
 #[cfg(test)]
@@ -172,6 +232,9 @@ mod tests {
             }
             *self.token.lock().unwrap() = t.expose_secret().to_owned();
             Ok(())
+        }
+        fn describe(&self) -> String {
+            "memory".into()
         }
         fn login_required(&self, code: &str, what: &str) -> UpstreamError {
             UpstreamError::LoginRequired {
@@ -219,6 +282,8 @@ mod tests {
             client_secret_file: None,
             username: None,
             refresh_token_file: "/nonexistent".into(),
+            token_store: Default::default(),
+            rotation: None,
         };
         let login = UserPoolLogin::with_store(
             cfg,
@@ -236,6 +301,111 @@ mod tests {
         login.id_token(true).await.unwrap();
         assert_eq!(*store.token.lock().unwrap(), "rt-3");
         assert_eq!(aws.count("InitiateAuth"), 3);
+    }
+
+    /// A rotating app client (2025): refuses REFRESH_TOKEN_AUTH, rotates
+    /// through GetTokensFromRefreshToken (which gets the client secret
+    /// itself, no SECRET_HASH), and refuses a rotated-away token.
+    async fn rotating_pool() -> FakeAws {
+        FakeAws::start(|op, input, n| match op {
+            "InitiateAuth" => fake::error(
+                400,
+                "InvalidParameterException",
+                "Refresh token rotation is enabled for this app client",
+            ),
+            "GetTokensFromRefreshToken" => {
+                let presented = input["RefreshToken"].as_str().unwrap_or("");
+                if presented != format!("rt-{n}") || input["ClientSecret"] != "sekret" {
+                    return fake::error(400, "NotAuthorizedException", "Invalid Refresh Token.");
+                }
+                (
+                    200,
+                    serde_json::json!({"AuthenticationResult": {
+                        "IdToken": fake::jwt("u"), "AccessToken": "a", "ExpiresIn": 3600,
+                        "TokenType": "Bearer", "RefreshToken": format!("rt-{}", n + 1)}}),
+                )
+            }
+            _ => fake::error(400, "UnknownOperationException", op),
+        })
+        .await
+    }
+
+    async fn rotating_login(
+        aws: &FakeAws,
+        rotation: Option<bool>,
+        token: &str,
+    ) -> (UserPoolLogin, Arc<FlakyStore>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let secret_file = dir.path().join("secret");
+        std::fs::write(&secret_file, "sekret").unwrap();
+        let store = Arc::new(FlakyStore {
+            token: StdMutex::new(token.into()),
+            fail_saves: StdMutex::new(0),
+        });
+        let cfg = UserPoolConfig {
+            user_pool_id: "us-east-1_x".into(),
+            client_id: "c".into(),
+            client_secret_file: Some(secret_file),
+            username: Some("alice".into()),
+            refresh_token_file: "/nonexistent".into(),
+            token_store: Default::default(),
+            rotation,
+        };
+        let login = UserPoolLogin::with_store(
+            cfg,
+            store.clone(),
+            &fake::sdk(&aws.endpoint).await,
+            Arc::new(crate::clock::SystemClock),
+        );
+        (login, store, dir)
+    }
+
+    /// `login.rotation` unset: the first refusal of REFRESH_TOKEN_AUTH is
+    /// retried with GetTokensFromRefreshToken, which is used from then on;
+    /// every rotated token is stored.
+    #[tokio::test]
+    async fn a_rotating_client_is_found_from_the_refusal_and_its_tokens_stored() {
+        let aws = rotating_pool().await;
+        let (login, store, _dir) = rotating_login(&aws, None, "rt-0").await;
+        for want in ["rt-1", "rt-2", "rt-3"] {
+            login.id_token(true).await.unwrap();
+            assert_eq!(*store.token.lock().unwrap(), want);
+        }
+        assert_eq!(
+            aws.count("InitiateAuth"),
+            1,
+            "tried REFRESH_TOKEN_AUTH again"
+        );
+        assert_eq!(aws.count("GetTokensFromRefreshToken"), 3);
+    }
+
+    /// `login.rotation = true`: never REFRESH_TOKEN_AUTH; a rotated-away
+    /// token is a login-required error, not a retry.
+    #[tokio::test]
+    async fn rotation_true_uses_get_tokens_only_and_a_dead_token_needs_a_login() {
+        let aws = rotating_pool().await;
+        let (login, store, _dir) = rotating_login(&aws, Some(true), "rt-0").await;
+        login.id_token(true).await.unwrap();
+        assert_eq!(*store.token.lock().unwrap(), "rt-1");
+        assert_eq!(aws.count("InitiateAuth"), 0);
+        let (stale, _, _dir2) = rotating_login(&aws, Some(true), "rt-0").await;
+        let err = stale.id_token(true).await.unwrap_err();
+        assert!(err.is_login_required(), "{err:?}");
+    }
+
+    /// Unset, a token both calls refuse is a login-required error.
+    #[tokio::test]
+    async fn a_dead_token_refused_by_both_calls_needs_a_login() {
+        let aws = rotating_pool().await;
+        let (login, store, _dir) = rotating_login(&aws, None, "revoked").await;
+        let err = login.id_token(true).await.unwrap_err();
+        assert!(err.is_login_required(), "{err:?}");
+        assert_eq!(
+            *store.token.lock().unwrap(),
+            "revoked",
+            "the token was not kept"
+        );
+        assert_eq!(aws.count("GetTokensFromRefreshToken"), 1);
     }
 
     #[test]
