@@ -32,6 +32,9 @@ pub struct AwsCredentials {
     pub account_id: Option<String>,
     /// Role ARN, when known.
     pub role_arn: Option<String>,
+    /// A Cognito guest (unauthenticated) identity's credentials, served
+    /// until a sign-in (`login.guest_until_login`).
+    pub guest: bool,
 }
 
 impl fmt::Debug for AwsCredentials {
@@ -111,6 +114,8 @@ pub struct Served {
     pub key_suffix: String,
     /// Account id, when known (instance identity document).
     pub account_id: Option<String>,
+    /// A guest identity's (see [`AwsCredentials::guest`]).
+    pub guest: bool,
     /// `GET …/security-credentials/<role>` body.
     pub imds: Bytes,
     /// `GET …/security-credentials-extended/<role>` body (with `AccountId`).
@@ -157,6 +162,7 @@ impl Served {
             last_updated: now,
             key_suffix: key_suffix(&c.access_key_id),
             account_id: c.account_id.clone(),
+            guest: c.guest,
             imds: to_bytes(serde_json::to_vec_pretty(&imds(None))),
             imds_extended: to_bytes(serde_json::to_vec_pretty(&imds(c.account_id.as_deref()))),
             ecs: to_bytes(serde_json::to_vec(&ecs)),
@@ -180,6 +186,7 @@ mod tests {
 
     fn creds() -> AwsCredentials {
         AwsCredentials {
+            guest: false,
             access_key_id: "ASIAEXAMPLE00001234".into(),
             secret_access_key: secret("sekritkey"),
             session_token: secret("sessiontok"),

@@ -456,6 +456,7 @@ mod tests {
             use crate::clock::Clock;
             match next {
                 Some(Ok(life)) => Ok(AwsCredentials {
+                    guest: false,
                     access_key_id: format!("AKID{}", self.calls.lock().unwrap()),
                     secret_access_key: secret("s"),
                     session_token: secret("t"),

@@ -26,6 +26,7 @@ pub const ACCOUNT_ID: &str = "123456789012";
 /// Fixed credentials expiring `lifetime` after `now`.
 pub fn credentials(now: SystemTime, lifetime: Duration) -> AwsCredentials {
     AwsCredentials {
+        guest: false,
         access_key_id: ACCESS_KEY.into(),
         secret_access_key: secret(SECRET_KEY),
         session_token: secret(SESSION_TOKEN),

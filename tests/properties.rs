@@ -285,6 +285,7 @@ proptest! {
         role in proptest::option::of(any_text()),
     ) {
         let c = AwsCredentials {
+            guest: false,
             access_key_id: key.clone(),
             secret_access_key: secret(secret_key.clone()),
             session_token: secret(token.clone()),

@@ -150,6 +150,7 @@ impl CredentialSource for FakeSource {
             *n
         };
         Ok(AwsCredentials {
+            guest: false,
             access_key_id: format!("ASIA{}{n:04}", self.label.to_uppercase()),
             secret_access_key: secret("fake-secret"),
             session_token: secret("fake-token"),

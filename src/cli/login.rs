@@ -336,6 +336,17 @@ pub async fn logout(cfg: &Config, profile: Option<&str>, all: bool) -> Result<u8
             }
         };
         term.line(&format!("Signed out of {}: {revoked}; {dropped}.", p.name));
+        if p.login.guest_until_login()
+            && let Some(c) = &client
+            && let Ok(names) = c.command(&p.name, "login").await
+        {
+            // The token and identity are gone: restarted, the profile serves
+            // a fresh guest identity.
+            term.line(&format!(
+                "The daemon serves guest credentials for {} again (a new guest identity).",
+                names.join(", ")
+            ));
+        }
     }
     Ok(code)
 }

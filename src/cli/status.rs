@@ -77,7 +77,10 @@ fn rows(v: &Value) -> Vec<[String; 6]> {
                 .map(|(name, p)| {
                     [
                         name.clone(),
-                        s(&p["state"]),
+                        match p["guest"].as_bool() {
+                            Some(true) => format!("{} (guest)", s(&p["state"])),
+                            _ => s(&p["state"]),
+                        },
                         p["access_key_id_suffix"]
                             .as_str()
                             .map(|k| format!("…{k}"))

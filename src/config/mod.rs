@@ -200,6 +200,16 @@ impl LoginConfig {
         norm(self) == norm(other)
     }
 
+    /// `login.guest_until_login`: guest (unauthenticated) credentials while
+    /// no refresh token exists; the sign-in is then linked to that identity.
+    pub fn guest_until_login(&self) -> bool {
+        match self {
+            LoginConfig::Oidc(o) => o.guest_until_login,
+            LoginConfig::UserPool(u) => u.guest_until_login,
+            LoginConfig::None => false,
+        }
+    }
+
     /// Where the refresh token is kept (`login.token_store`), if this kind
     /// has one.
     pub fn token_store(&self) -> Option<StoreKind> {
@@ -280,6 +290,9 @@ pub struct OidcConfig {
     pub refresh_token_file: PathBuf,
     /// Where the refresh token is kept.
     pub token_store: StoreKind,
+    /// Serve the identity pool's guest credentials while no refresh token
+    /// exists (`login.guest_until_login`, Cognito flows only).
+    pub guest_until_login: bool,
     /// Scopes to request on refresh (none sent when unset).
     pub scopes: Option<Vec<String>>,
 }
@@ -299,6 +312,9 @@ pub struct UserPoolConfig {
     pub refresh_token_file: PathBuf,
     /// Where the refresh token is kept.
     pub token_store: StoreKind,
+    /// Serve the identity pool's guest credentials while no refresh token
+    /// exists (`login.guest_until_login`, Cognito flows only).
+    pub guest_until_login: bool,
     /// `login.rotation`: the app client rotates refresh tokens (`Some(true)`:
     /// refresh with `GetTokensFromRefreshToken`), does not (`Some(false)`:
     /// `InitiateAuth` `REFRESH_TOKEN_AUTH` only), or unknown (`None`: the

@@ -110,6 +110,7 @@ pub struct RawLogin {
     pub redirect_uri: Option<String>,
     pub rotation: Option<bool>,
     pub token_store: Option<String>,
+    pub guest_until_login: Option<bool>,
 }
 
 /// `[profiles.<name>.aws]` as written.

@@ -405,6 +405,12 @@ fn validate_profile(v: &V<'_>, name: &str, p: RawProfile) -> Result<ProfileConfi
     let sign_in = validate_sign_in(v, name, &rl)?;
     let login = validate_login(v, name, rl, &state_dir)?;
     let aws = validate_aws(v, name, ra, &login, &state_dir)?;
+    if login.guest_until_login() && matches!(aws, AwsConfig::Sts(_)) {
+        return Err(v.err(
+            k("login.guest_until_login"),
+            "needs aws.flow = \"cognito\" or \"cognito-basic\": guests are identities of a Cognito identity pool that allows unauthenticated identities",
+        ));
+    }
     let region = profile_region(v, name, p.region, &aws, &login)?;
     Ok(ProfileConfig {
         name: name.to_owned(),
@@ -581,6 +587,7 @@ fn validate_oidc(
         client_secret_file: rl.client_secret_file,
         refresh_token_file: rl.refresh_token_file.unwrap_or(default_rt),
         token_store: store_kind(v, rl.token_store.as_deref(), &k("token_store"))?,
+        guest_until_login: rl.guest_until_login.unwrap_or(false),
         scopes: rl.scopes.map(|l| l.0),
     })
 }
@@ -646,6 +653,7 @@ fn validate_user_pool(
         username: rl.username,
         refresh_token_file: rl.refresh_token_file.unwrap_or(default_rt),
         token_store: store_kind(v, rl.token_store.as_deref(), &k("token_store"))?,
+        guest_until_login: rl.guest_until_login.unwrap_or(false),
         rotation: rl.rotation,
     })
 }

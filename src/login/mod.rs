@@ -207,7 +207,11 @@ fn store(profile: &ProfileConfig, file: &Path, token: &SecretString) -> Result<(
     token_store::open(kind, file, profile.login.kind())
         .save(token)
         .map_err(|e| Error::Local(e.to_string()))?;
-    forget_identity(profile);
+    // A guest signing in keeps the guest identity: the first authenticated
+    // call links the sign-in to it (Cognito's guest → authenticated switch).
+    if !profile.login.guest_until_login() {
+        forget_identity(profile);
+    }
     Ok(())
 }
 

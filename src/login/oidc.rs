@@ -452,6 +452,7 @@ mod tests {
             client_secret_file: None,
             refresh_token_file: "/x".into(),
             token_store: Default::default(),
+            guest_until_login: false,
             scopes: None,
         };
         assert_eq!(sign_in_scopes(&cfg), "openid offline_access");

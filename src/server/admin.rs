@@ -101,6 +101,7 @@ pub fn profile_status(p: &ProfileEntry, now: SystemTime) -> Value {
         "refresh_token_file": p.info.refresh_token_file,
         "expiration": ts(s.served.as_ref().map(|c| c.expiration)),
         "access_key_id_suffix": s.served.as_ref().map(|c| c.key_suffix.clone()),
+        "guest": s.served.as_ref().map(|c| c.guest),
         "last_refresh": ts(s.last_refresh),
         "next_refresh": ts(s.next_refresh),
         "refreshes": s.refreshes,

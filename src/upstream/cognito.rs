@@ -169,8 +169,15 @@ impl CognitoExchange {
         match self.with_identity(&id, &logins).await {
             Err(e) if identity_is_unusable(&e) => {
                 // The identity was deleted, or belongs to another login (the
-                // refresh token changed hands): start over with GetId once.
-                tracing::info!(error = %e, "Cognito refused the cached identity id; calling GetId again");
+                // refresh token changed hands), or (a guest signing in) the
+                // sign-in is already linked to another identity: start over
+                // with GetId once, which finds that identity.
+                if matches!(&e, UpstreamError::Rejected { code, .. } if code == "ResourceConflictException")
+                {
+                    tracing::info!(guest_identity_id = %id, "this sign-in already belongs to another Cognito identity: using that one instead of the cached (guest) identity");
+                } else {
+                    tracing::info!(error = %e, "Cognito refused the cached identity id; calling GetId again");
+                }
                 self.forget(&mut cached);
                 let id = self.identity_id(&mut cached, &logins).await?;
                 self.with_identity(&id, &logins).await
@@ -228,6 +235,7 @@ impl CognitoExchange {
         };
         let c = out.credentials().ok_or_else(|| bad("no Credentials"))?;
         Ok(AwsCredentials {
+            guest: false,
             access_key_id: c.access_key_id().unwrap_or_default().to_owned(),
             secret_access_key: secret(c.secret_key().unwrap_or_default()),
             session_token: secret(c.session_token().unwrap_or_default()),
@@ -364,6 +372,57 @@ mod tests {
             assert_eq!(
                 std::fs::read_to_string(dir.path().join("identity-id")).unwrap(),
                 "us-east-1:new"
+            );
+        }
+    }
+
+    /// Guest first, then signed in: the guest identity is kept and the
+    /// sign-in is sent with it (which links them); when Cognito says the
+    /// sign-in already belongs to another identity, that one is used.
+    #[tokio::test]
+    async fn a_guest_signing_in_keeps_its_identity_or_moves_to_the_linked_one() {
+        let mut cfg = guest_cfg(std::path::Path::new("/unused"));
+        cfg.login_provider = Some("idp.example".into());
+        let token = IdToken::from_jwt(fake::jwt("alice"));
+        for (linked_elsewhere, want) in [(false, "us-east-1:guest"), (true, "us-east-1:owner")] {
+            let aws = FakeAws::start(move |op, input, _| {
+                let signed_in = input["Logins"]["idp.example"].is_string();
+                match op {
+                    "GetId" if signed_in => (200, json!({"IdentityId": "us-east-1:owner"})),
+                    "GetId" => (200, json!({"IdentityId": "us-east-1:guest"})),
+                    "GetCredentialsForIdentity"
+                        if linked_elsewhere
+                            && signed_in
+                            && input["IdentityId"] == "us-east-1:guest" =>
+                    {
+                        fake::error(
+                            400,
+                            "ResourceConflictException",
+                            "Logins are already linked to another identity",
+                        )
+                    }
+                    "GetCredentialsForIdentity" => creds_answer(),
+                    _ => fake::error(400, "UnknownOperationException", op),
+                }
+            })
+            .await;
+            let dir = tempfile::tempdir().unwrap();
+            cfg.identity_id_file = dir.path().join("identity-id");
+            let x = CognitoExchange::new(&cfg, None, &fake::sdk(&aws.endpoint).await);
+            x.exchange(None).await.unwrap();
+            x.exchange(Some(&token)).await.unwrap();
+            let calls = aws.calls.lock().unwrap().clone();
+            let last = &calls.last().unwrap().1;
+            assert_eq!(last["IdentityId"], want, "{calls:?}");
+            assert!(
+                last["Logins"]["idp.example"].is_string(),
+                "the sign-in was not sent"
+            );
+            let get_ids = calls.iter().filter(|(o, _)| o == "GetId").count();
+            assert_eq!(get_ids, if linked_elsewhere { 2 } else { 1 });
+            assert_eq!(
+                std::fs::read_to_string(dir.path().join("identity-id")).unwrap(),
+                want
             );
         }
     }

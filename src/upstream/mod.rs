@@ -297,6 +297,11 @@ pub struct Chain {
     login: Arc<Login>,
     exchange: Exchange,
     clock: SharedClock,
+    /// `login.guest_until_login`: no refresh token yet means guest
+    /// credentials, not `login_required`.
+    guest_until_login: bool,
+    /// Whether the switch to guest credentials was logged (once per run).
+    said_guest: std::sync::atomic::AtomicBool,
 }
 
 impl Login {
@@ -357,14 +362,32 @@ impl Chain {
             login,
             exchange,
             clock,
+            guest_until_login: profile.login.guest_until_login(),
+            said_guest: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
 
 impl CredentialSource for Chain {
     async fn fetch(&self) -> Result<AwsCredentials, UpstreamError> {
-        let token = self.login.id_token(false).await?;
-        let creds = match self.exchange.exchange(token.as_ref()).await {
+        let token = match self.login.id_token(false).await {
+            // Nobody has signed in (or a sign-out deleted the token): the
+            // identity pool's guest role until `credbroker login`.
+            Err(e) if self.guest_until_login && e.kind() == "no_refresh_token" => {
+                if !self
+                    .said_guest
+                    .swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
+                    tracing::info!(
+                        "no sign-in yet: serving the identity pool's guest (unauthenticated) credentials until `credbroker login`"
+                    );
+                }
+                None
+            }
+            r => r?,
+        };
+        let guest = token.is_none();
+        let mut creds = match self.exchange.exchange(token.as_ref()).await {
             Err(e) if e.is_token_rejected() && token.is_some() => {
                 tracing::info!(error = %e, "AWS rejected the id_token; refreshing it once and retrying");
                 let token = self.login.id_token(true).await?;
@@ -372,6 +395,7 @@ impl CredentialSource for Chain {
             }
             r => r?,
         };
+        creds.guest = guest;
         if !creds.is_complete() {
             return Err(UpstreamError::BadResponse {
                 service: "aws",

@@ -62,6 +62,7 @@ impl StsExchange {
             .assumed_role_user()
             .and_then(|u| crate::config::account_from_arn(u.arn()));
         Ok(AwsCredentials {
+            guest: false,
             access_key_id: c.access_key_id().to_owned(),
             secret_access_key: secret(c.secret_access_key()),
             session_token: secret(c.session_token()),

@@ -283,6 +283,7 @@ mod tests {
             username: None,
             refresh_token_file: "/nonexistent".into(),
             token_store: Default::default(),
+            guest_until_login: false,
             rotation: None,
         };
         let login = UserPoolLogin::with_store(
@@ -349,6 +350,7 @@ mod tests {
             username: Some("alice".into()),
             refresh_token_file: "/nonexistent".into(),
             token_store: Default::default(),
+            guest_until_login: false,
             rotation,
         };
         let login = UserPoolLogin::with_store(

@@ -463,8 +463,9 @@ class Moto(_Process):
     def create_identity_pool(self, *, login_providers: Mapping[str, str] | None = None,
                              oidc_provider_arns: Iterable[str] = (),
                              user_pools: Iterable[UserPool] = (),
-                             name: str = "daemon_pool") -> str:
-        kwargs: dict[str, Any] = {"IdentityPoolName": name, "AllowUnauthenticatedIdentities": False}
+                             name: str = "daemon_pool", allow_unauthenticated: bool = False) -> str:
+        kwargs: dict[str, Any] = {"IdentityPoolName": name,
+                                  "AllowUnauthenticatedIdentities": allow_unauthenticated}
         if login_providers:
             kwargs["SupportedLoginProviders"] = dict(login_providers)
         if oidc_provider_arns:
@@ -476,11 +477,12 @@ class Moto(_Process):
                 for p in pools]
         return self.client("cognito-identity").create_identity_pool(**kwargs)["IdentityPoolId"]
 
-    def create_oidc_identity_pool(self, issuer: str) -> str:
+    def create_oidc_identity_pool(self, issuer: str, *, allow_unauthenticated: bool = False) -> str:
         """Identity pool trusting an OIDC issuer (login key = issuer without scheme)."""
         host = issuer.split("://", 1)[-1]
         return self.create_identity_pool(
-            oidc_provider_arns=[f"arn:aws:iam::{ACCOUNT_ID}:oidc-provider/{host}"])
+            oidc_provider_arns=[f"arn:aws:iam::{ACCOUNT_ID}:oidc-provider/{host}"],
+            allow_unauthenticated=allow_unauthenticated)
 
 
 # ---------------------------------------------------------------------------
