@@ -99,42 +99,86 @@ fn unsafe_path(path: &Path, what: String) -> io::Error {
 /// created exclusively, fsynced before the rename, and the directory is fsynced
 /// after it, so a crash leaves either the old or the new file, never a mix.
 pub fn write_atomic_private(path: &Path, contents: &[u8]) -> io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or_else(|| Path::new("."));
-    ensure_private_dir(dir)?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "file".into());
-    let mut rnd = [0u8; 6];
-    getrandom::fill(&mut rnd).map_err(|e| io::Error::other(e.to_string()))?;
-    let tmp: PathBuf = dir.join(format!(
-        ".{name}.tmp.{}.{}",
-        std::process::id(),
-        rnd.iter().map(|b| format!("{b:02x}")).collect::<String>()
-    ));
-    let result = (|| {
+    PreparedWrite::new(path)?.commit(contents)
+}
+
+/// A [`write_atomic_private`] whose temp file is created ahead of time, so
+/// that when the contents arrive only `write` stands between them and a
+/// file a crash can recover (see [`recover_interrupted_write`]); the fsync
+/// and rename follow. Used for a rotating refresh token: prepared before the
+/// IdP is asked, committed with its answer. Dropped uncommitted, the (empty)
+/// temp file is removed; a killed process leaves an empty one, which
+/// recovery removes.
+#[derive(Debug)]
+pub struct PreparedWrite {
+    file: Option<File>,
+    tmp: PathBuf,
+    path: PathBuf,
+    dir: PathBuf,
+}
+
+impl PreparedWrite {
+    /// Create the temp file for a later write of `path` (its directory must
+    /// be private: checked, or created 0700).
+    pub fn new(path: &Path) -> io::Result<Self> {
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| Path::new("."));
+        ensure_private_dir(dir)?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "file".into());
+        let mut rnd = [0u8; 6];
+        getrandom::fill(&mut rnd).map_err(|e| io::Error::other(e.to_string()))?;
+        let tmp: PathBuf = dir.join(format!(
+            ".{name}.tmp.{}.{}",
+            std::process::id(),
+            rnd.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        ));
         let mut opts = OpenOptions::new();
         opts.write(true).create_new(true);
         #[cfg(unix)]
         opts.mode(0o600);
-        let mut f = opts.open(&tmp)?;
-        f.write_all(contents)?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, path)?;
-        if let Ok(d) = File::open(dir) {
-            // Directory fsync makes the rename itself durable.
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+        let file = opts.open(&tmp)?;
+        Ok(PreparedWrite {
+            file: Some(file),
+            tmp,
+            path: path.to_path_buf(),
+            dir: dir.to_path_buf(),
+        })
     }
-    result
+
+    /// Write `contents`, fsync, rename over the target, fsync the directory.
+    pub fn commit(mut self, contents: &[u8]) -> io::Result<()> {
+        let Some(mut f) = self.file.take() else {
+            return Err(io::Error::other("already committed"));
+        };
+        let result = (|| {
+            f.write_all(contents)?;
+            f.sync_all()?;
+            drop(f);
+            fs::rename(&self.tmp, &self.path)?;
+            if let Ok(d) = File::open(&self.dir) {
+                // Directory fsync makes the rename itself durable.
+                let _ = d.sync_all();
+            }
+            Ok(())
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+        result
+    }
+}
+
+impl Drop for PreparedWrite {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 /// Finish an interrupted [`write_atomic_private`] of `path`.
@@ -399,6 +443,49 @@ mod tests {
         // No temp files left behind.
         let n = fs::read_dir(p.parent().unwrap()).unwrap().count();
         assert_eq!(n, 1);
+    }
+
+    /// A prepared write: its temp file exists (empty, 0600) until it is
+    /// committed or dropped; once one `write` is done a kill leaves a file
+    /// recovery rolls forward, before it an empty one recovery removes.
+    #[test]
+    fn a_prepared_write_commits_or_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("rt");
+        fs::write(&p, "old").unwrap();
+        let temps = || {
+            fs::read_dir(dir.path())
+                .unwrap()
+                .filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().starts_with(".rt.tmp."))
+                .map(|e| e.path())
+                .collect::<Vec<_>>()
+        };
+        let w = PreparedWrite::new(&p).unwrap();
+        let t = temps();
+        assert_eq!(t.len(), 1);
+        assert_eq!(fs::metadata(&t[0]).unwrap().len(), 0);
+        #[cfg(unix)]
+        assert_eq!(
+            fs::metadata(&t[0]).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        drop(w);
+        assert!(
+            temps().is_empty(),
+            "a dropped prepared write left its temp file"
+        );
+        assert_eq!(fs::read_to_string(&p).unwrap(), "old");
+        PreparedWrite::new(&p).unwrap().commit(b"new").unwrap();
+        assert_eq!(fs::read_to_string(&p).unwrap(), "new");
+        assert!(temps().is_empty());
+        // A process killed with a prepared, unwritten temp file: recovery
+        // removes it and keeps the token.
+        std::mem::forget(PreparedWrite::new(&p).unwrap());
+        assert_eq!(temps().len(), 1);
+        assert!(!recover_interrupted_write(&p).unwrap());
+        assert_eq!(fs::read_to_string(&p).unwrap(), "new");
+        assert!(temps().is_empty());
     }
 
     #[test]

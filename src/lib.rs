@@ -41,15 +41,16 @@
 //! | [`creds`] | [`creds::AwsCredentials`] and their pre-rendered wire bodies | `secret` |
 //! | [`metrics`] | the Prometheus registry and its typed handles (refresh counters, upstream timer, IMDS token counters, request counts); OpenMetrics rendering | – |
 //! | [`store`] | per-profile `watch` snapshot: served creds + status | `creds` |
-//! | [`upstream`] | the one seam to the outside: IdP refresh and AWS exchange | `config`, `creds`, `clock`, `fsutil`, `metrics` (timer), `net`, `secret` |
+//! | [`upstream`] | the one seam to the outside: IdP refresh and AWS exchange; where a refresh token is kept (`token_store`: file or OS keychain) | `config`, `creds`, `clock`, `fsutil`, `metrics` (timer), `net`, `secret` |
 //! | [`refresher`] | schedule, backoff, login-required state; the only writer | `upstream` (trait), `store`, `creds`, `clock`, `fsutil`, `metrics`, `secret` |
 //! | [`server`] | IMDS, ECS, health, status, `/metrics` and login/logout notification routes + security guards; the audit layer (`trail`); connection cap and listen queue; the metrics-only listener | `store`, `creds`, `clock`, `metrics`, `net`, `secret`, `control`, `audit`, `peer` — **never `upstream`** |
 //! | [`control`] | commands from the admin API to the app (`login`/`logout` finished for a profile): a channel the server sends on and the app's reload loop applies | – |
 //! | [`login`] | interactive sign-in and sign-out, run by `credbroker login`/`logout` (never the daemon): OIDC discovery, device grant, code + PKCE with a loopback redirect, id_token validation (`jsonwebtoken`), RFC 7009 revocation, storing the token | `config`, `fsutil`, `net`, `secret`, `upstream` (token store, HTTP client) |
 //! | [`watcher`] | file-change notifications → wake a profile's refresher | `refresher` (its `Wake`), `fsutil` |
-//! | [`app`] | composition root, the only place that spawns long-lived tasks: `App::build`/`run`, `Deps` (source factory, listeners), the per-profile `supervisor`, `reload`, shared logins (`UpstreamSources`) | everything above, `shutdown` |
+//! | [`app`] | composition root, the only place that spawns long-lived tasks: `App::build`/`run`, `Deps` (source factory, listeners), the per-profile `supervisor`, `reload`, shared logins (`UpstreamSources`), readiness/status reporting (and the desktop notification) | everything above, `shutdown` |
 //! | [`cli`] | `serve`, `check-config`; `login`, `logout`; client commands `status`, `env`, `exec`, `credential-process`, `doctor`, `healthcheck` through one daemon client (`cli::client`); `completions`, `man` | `app`, `clock`, `config`, `error`, `fsutil`, `login`, `net`, `secret`, `shutdown` |
 //! | [`error`], [`shutdown`], [`telemetry`], [`systemd`] | start-up errors and exit codes; signals; logging with fixed caps (text or JSON, journald priorities); notify protocol and socket activation | `config` (error only), `net` (systemd) |
+//! | [`desktop`] | a desktop notification when a profile comes to need a sign-in (feature `desktop-notify`, Linux session D-Bus) | – |
 //! | [`peer`] | who owns the other end of a loopback connection (sock_diag), and the uid access policy | `fsutil` |
 //! | [`audit`] | the audit trail: per-connection tally of credential fetches, one writer thread (pid/exe from the socket inode, JSON lines rotated by size, or journal events), last callers per profile | `creds` (timestamps), `fsutil`, `peer` |
 //! | `testing` | fixtures for unit, socket and fuzz tests (hidden) | `server`, `store`, `creds`, `clock`, `secret` |
@@ -73,6 +74,7 @@ pub mod clock;
 pub mod config;
 pub mod control;
 pub mod creds;
+pub mod desktop;
 pub mod error;
 pub mod fsutil;
 pub mod login;

@@ -400,7 +400,11 @@ impl<F: SourceFactory> App<F> {
         );
         let info_path = config.server.runtime_dir.join(DAEMON_FILE);
         write_daemon_file(&info_path, addr, sup.imds_listeners());
-        tracker.spawn(status::report(shared.registry.clone(), cancel.clone()));
+        tracker.spawn(status::report(
+            shared.registry.clone(),
+            config.server.desktop_notifications,
+            cancel.clone(),
+        ));
         if let Some(every) = crate::systemd::watchdog_interval() {
             tracker.spawn(watchdog(addr, every, cancel.clone()));
         }

@@ -5,7 +5,9 @@
 //! such as `login_required`. A profile that needs a login must not turn into
 //! a start-up timeout and a restart loop under `Type=notify`; `/readyz` still
 //! says whether credentials are being served. After that, `STATUS=` follows
-//! every change of any profile's state.
+//! every change of any profile's state, and a profile that comes to need a
+//! sign-in gets one desktop notification per transition (never a browser,
+//! never a repeat while it stays so).
 
 use std::time::SystemTime;
 
@@ -13,16 +15,26 @@ use futures_util::FutureExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::server::SERVE_MARGIN;
-use crate::store::{ProfileEntry, Registry};
-use crate::systemd;
+use crate::store::{ProfileEntry, Registry, State};
+use crate::{desktop, systemd};
 
-/// Report readiness and status until `cancel`.
-pub async fn report(registry: Registry, cancel: CancellationToken) {
+/// Report readiness and status until `cancel`; with `notify`, a desktop
+/// notification when a profile comes to need a sign-in.
+pub async fn report(registry: Registry, notify: bool, cancel: CancellationToken) {
     let mut ready = false;
     let mut last = String::new();
+    let mut needs_login = std::collections::HashSet::new();
     let mut changes = registry.changes();
     loop {
         let all = registry.all();
+        for (name, p) in &all {
+            let now = p.reader.borrow().state == State::LoginRequired;
+            if now && needs_login.insert(name.clone()) && notify {
+                desktop::login_required(name);
+            } else if !now {
+                needs_login.remove(name);
+            }
+        }
         // Fresh clones of the registry's receivers inherit the version it
         // last saw (never updated there): unmarked, every `changed()` below
         // would resolve at once after the first refresh and this loop would
@@ -128,7 +140,11 @@ mod tests {
         let polls = Arc::new(AtomicUsize::new(0));
         let cancel = CancellationToken::new();
         let task = tokio::spawn(Counted(
-            Box::pin(super::report(state.shared.registry.clone(), cancel.clone())),
+            Box::pin(super::report(
+                state.shared.registry.clone(),
+                false,
+                cancel.clone(),
+            )),
             polls.clone(),
         ));
         tokio::time::sleep(Duration::from_millis(200)).await;

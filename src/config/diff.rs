@@ -110,6 +110,10 @@ fn server_changes(o: &ServerConfig, n: &ServerConfig, d: &mut ConfigDiff) {
             "server.metrics_listen",
             o.metrics_listen != n.metrics_listen,
         ),
+        (
+            "server.desktop_notifications",
+            o.desktop_notifications != n.desktop_notifications,
+        ),
     ];
     d.restart_needed = restart
         .iter()

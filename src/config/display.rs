@@ -28,6 +28,11 @@ impl fmt::Display for Config {
         let hosts: Vec<String> = self.server.allowed_hosts.iter().map(|h| q(h)).collect();
         writeln!(f, "allowed_hosts = [{}]", hosts.join(", "))?;
         writeln!(f, "strict_permissions = {}", self.server.strict_permissions)?;
+        writeln!(
+            f,
+            "desktop_notifications = {}",
+            self.server.desktop_notifications
+        )?;
         writeln!(f, "allowed_uids = {}", access(&self.server.allowed_uids))?;
         writeln!(
             f,
@@ -83,6 +88,10 @@ impl fmt::Display for Config {
                         writeln!(f, "client_secret_file = {}", p(s))?;
                     }
                     writeln!(f, "refresh_token_file = {}", p(&o.refresh_token_file))?;
+                    writeln!(f, "token_store = {}", q(o.token_store.as_str()))?;
+                    if o.guest_until_login {
+                        writeln!(f, "guest_until_login = true")?;
+                    }
                     if let Some(s) = &o.scopes {
                         let s: Vec<String> = s.iter().map(|x| q(x)).collect();
                         writeln!(f, "scopes = [{}]", s.join(", "))?;
@@ -106,6 +115,13 @@ impl fmt::Display for Config {
                         writeln!(f, "username = {}", q(s))?;
                     }
                     writeln!(f, "refresh_token_file = {}", p(&u.refresh_token_file))?;
+                    writeln!(f, "token_store = {}", q(u.token_store.as_str()))?;
+                    if u.guest_until_login {
+                        writeln!(f, "guest_until_login = true")?;
+                    }
+                    if let Some(r) = u.rotation {
+                        writeln!(f, "rotation = {r}")?;
+                    }
                 }
                 LoginConfig::None => {}
             }

@@ -122,6 +122,9 @@ pub struct ServerConfig {
     pub allowed_hosts: Vec<String>,
     /// Refuse (rather than warn about) secret files that group or others can read.
     pub strict_permissions: bool,
+    /// A desktop notification when a profile needs a sign-in (builds with
+    /// the `desktop-notify` feature, a session D-Bus reachable).
+    pub desktop_notifications: bool,
     /// Which local users may read credentials (the caller's uid comes from
     /// the kernel, see [`crate::peer`]). Default: the daemon's own user.
     pub allowed_uids: Access,

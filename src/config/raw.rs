@@ -74,6 +74,7 @@ pub struct RawServer {
     pub allowed_uids: Option<StringList>,
     pub ecs_token_group_readable: Option<bool>,
     pub metrics_listen: Option<String>,
+    pub desktop_notifications: Option<bool>,
 }
 
 /// `[profiles.<name>]` as written.

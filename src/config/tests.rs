@@ -388,3 +388,68 @@ fn metrics_listen_and_log_changes_need_a_restart() {
         vec!["server.metrics_listen", "log.format"]
     );
 }
+
+/// `login.token_store`, `login.guest_until_login` and `login.rotation`: the
+/// values, the errors naming the key, and the check-config output.
+#[test]
+fn sign_in_storage_guest_and_rotation_keys() {
+    let with =
+        |extra: &str| GOOD.replacen("kind = \"oidc\"", &format!("kind = \"oidc\"\n{extra}"), 1);
+    let c = load_str(
+        &with("token_store = \"keyring\"\nguest_until_login = true"),
+        &env(),
+    )
+    .unwrap();
+    let login = &c.profiles["default"].login;
+    assert_eq!(login.token_store(), Some(StoreKind::Keyring));
+    assert!(login.guest_until_login());
+    let shown = c.to_string();
+    assert!(
+        shown.contains("token_store = \"keyring\"") && shown.contains("guest_until_login = true"),
+        "{shown}"
+    );
+    assert_eq!(
+        load_str(GOOD, &env()).unwrap().profiles["default"]
+            .login
+            .token_store(),
+        Some(StoreKind::File)
+    );
+    let e = err_of(&with("token_store = \"vault\""));
+    assert_eq!(
+        e.key.as_deref(),
+        Some("profiles.default.login.token_store"),
+        "{e}"
+    );
+    assert!(
+        e.message.contains("\"vault\"") && e.message.contains("keyring"),
+        "{e}"
+    );
+    // Guests are Cognito identities: not with the sts flow.
+    let sts = with("guest_until_login = true").replace(
+        "flow = \"cognito\"\nidentity_pool_id = \"eu-west-1:1234\"",
+        "flow = \"sts\"\nrole_arn = \"arn:aws:iam::123456789012:role/R\"",
+    );
+    let e = err_of(&sts);
+    assert_eq!(
+        e.key.as_deref(),
+        Some("profiles.default.login.guest_until_login"),
+        "{e}"
+    );
+    // rotation is a user-pool setting.
+    let e = err_of(&with("rotation = true"));
+    assert_eq!(
+        e.key.as_deref(),
+        Some("profiles.default.login.rotation"),
+        "{e}"
+    );
+    let pool = GOOD.replace(
+        "kind = \"oidc\"\nissuer = \"https://idp.example.com/\"",
+        "kind = \"cognito-user-pool\"\nuser_pool_id = \"eu-west-1_Abc\"\nrotation = true",
+    );
+    let c = load_str(&pool, &env()).unwrap();
+    match &c.profiles["default"].login {
+        LoginConfig::UserPool(u) => assert_eq!(u.rotation, Some(true)),
+        other => panic!("{other:?}"),
+    }
+    assert!(c.to_string().contains("rotation = true"));
+}

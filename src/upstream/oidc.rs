@@ -262,21 +262,40 @@ impl OidcLogin {
             Some(s) => req = req.basic_auth(&self.cfg.client_id, Some(s.expose_secret())),
             None => form.push(("client_id", &self.cfg.client_id)),
         }
-        let resp = self
-            .timer
-            .time(Call::IdpRefresh, req.form(&form).send())
-            .await
-            .map_err(|e| transport(&e))?;
-        let status = resp.status();
-        if status.is_success() {
-            let body: TokenResponse =
-                resp.json().await.map_err(|_| UpstreamError::BadResponse {
-                    service: SERVICE,
-                    message: "token response is not valid JSON".into(),
-                })?;
-            // Rotation: the old token is now dead. Persist the new one before
-            // anything else (kept in memory if that fails).
-            cache.refresh.rotated(&rt, body.refresh_token.as_deref());
+        // From the IdP's answer to a recoverable copy of a rotated token is
+        // the crash window: its temp file is opened now, and the answer's
+        // body is read and its refresh token written before anything else
+        // (the latency metric, the id_token) is looked at.
+        let prepared = cache.refresh.prepare();
+        let started = std::time::Instant::now();
+        let resp = req.form(&form).send().await.map_err(|e| transport(&e));
+        let took = started.elapsed();
+        let resp = match resp {
+            Ok(r) if r.status().is_success() => r,
+            other => {
+                self.timer.observe(Call::IdpRefresh, took);
+                let resp = other?;
+                cache.id_token = None;
+                return Err(refused(resp, cache.refresh.store()).await);
+            }
+        };
+        let body = resp.bytes().await.map_err(|e| transport(&e));
+        let body: Result<TokenResponse, _> = body.and_then(|b| {
+            serde_json::from_slice(&b).map_err(|_| UpstreamError::BadResponse {
+                service: SERVICE,
+                message: "token response is not valid JSON".into(),
+            })
+        });
+        if let Ok(body) = &body {
+            // Rotation: the old token is now dead. Persist the new one
+            // first (kept in memory if that fails).
+            cache
+                .refresh
+                .rotated(&rt, body.refresh_token.as_deref(), prepared);
+        }
+        self.timer.observe(Call::IdpRefresh, took);
+        {
+            let body = body?;
             let id = body.id_token.ok_or_else(|| UpstreamError::BadResponse {
                 service: SERVICE,
                 message:
@@ -285,9 +304,7 @@ impl OidcLogin {
             })?;
             let tok = IdToken::from_jwt(id);
             cache.id_token = Some(tok.clone());
-            return Ok(tok);
+            Ok(tok)
         }
-        cache.id_token = None;
-        Err(refused(resp, cache.refresh.store()).await)
     }
 }

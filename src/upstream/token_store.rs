@@ -23,6 +23,13 @@ pub trait TokenStore: Send + Sync + std::fmt::Debug {
     /// Persist a rotated (or newly signed-in) token durably before it is
     /// relied on.
     fn save(&self, token: &SecretString) -> Result<(), UpstreamError>;
+    /// Get ready for a [`save`](TokenStore::save) that may follow an
+    /// exchange, so that less work stands between the IdP's answer and a
+    /// recoverable copy of a rotated token (a file store opens its temp
+    /// file now). `None`: nothing to prepare.
+    fn prepare(&self) -> Option<Prepared> {
+        None
+    }
     /// Delete the token (sign-out); `Ok(false)` when none was stored.
     fn delete(&self) -> Result<bool, UpstreamError> {
         Err(UpstreamError::Local {
@@ -37,6 +44,10 @@ pub trait TokenStore: Send + Sync + std::fmt::Debug {
     /// A login-required error that says what to do.
     fn login_required(&self, code: &str, what: &str) -> UpstreamError;
 }
+
+/// A save made ready by [`TokenStore::prepare`] (dropped unused: undone).
+#[derive(Debug)]
+pub struct Prepared(fsutil::PreparedWrite);
 
 /// The store `login.token_store` names for the sign-in on `file` (with the
 /// keychain, `file` only names the entry) of a login talking to `service`.
@@ -98,12 +109,42 @@ impl RotatingToken {
         self.store.changed();
     }
 
+    /// Call right before sending the exchange that presents the token, and
+    /// hand the result to [`rotated`](Self::rotated): a rotation in the
+    /// answer is then saved with the least work first. Dropped (any early
+    /// return), it is undone.
+    pub fn prepare(&self) -> Option<Prepared> {
+        if self.pending.is_some() {
+            return None; // the store is failing: save() reports why
+        }
+        self.store.prepare()
+    }
+
     /// The IdP answered `presented` with `issued` (maybe the same, maybe
     /// absent): persist a rotation, keeping it in memory if that fails.
-    pub fn rotated(&mut self, presented: &SecretString, issued: Option<&str>) {
+    pub fn rotated(
+        &mut self,
+        presented: &SecretString,
+        issued: Option<&str>,
+        prepared: Option<Prepared>,
+    ) {
         let Some(new) = issued.filter(|n| !n.is_empty() && *n != presented.expose_secret()) else {
             return;
         };
+        // The prepared temp file first: one write makes the token
+        // recoverable; anything else falls back to a plain save.
+        if let Some(Prepared(w)) = prepared {
+            match w.commit(new.as_bytes()) {
+                Ok(()) => {
+                    self.pending = None;
+                    tracing::debug!("saved the rotated refresh token");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "the prepared refresh-token write failed; saving again")
+                }
+            }
+        }
         let new = secret(new);
         match self.store.save(&new) {
             Ok(()) => {
@@ -185,6 +226,12 @@ impl TokenStore for TokenFile {
                 message: format!("cannot read {}: {e}", self.path.display()),
             }),
         }
+    }
+
+    /// Opens the temp file of the next atomic write (a failure here only
+    /// means the save will open it itself).
+    fn prepare(&self) -> Option<Prepared> {
+        fsutil::PreparedWrite::new(&self.path).ok().map(Prepared)
     }
 
     /// Persists a rotated token atomically (0600).

@@ -111,6 +111,7 @@ impl UserPoolLogin {
             return Ok(t.clone());
         }
         let rt = cache.refresh.current()?;
+        let prepared = cache.refresh.prepare();
         let result = match cache.rotation {
             Some(true) => self.get_tokens(&rt).await,
             Some(false) => self.initiate_auth(&rt).await,
@@ -139,7 +140,7 @@ impl UserPoolLogin {
         let result = &result;
         // A pool with rotation returns a new refresh token: the old one is
         // dead. Persist it before anything else (kept in memory if that fails).
-        cache.refresh.rotated(&rt, result.refresh_token());
+        cache.refresh.rotated(&rt, result.refresh_token(), prepared);
         let id = result
             .id_token()
             .ok_or_else(|| UpstreamError::BadResponse {

@@ -1002,3 +1002,52 @@ class SecretScan:
                     line = next(l for l in text.splitlines() if needle in l)
                     found.append(f"{name} found in {source}: {line[:300]}")
         return found
+
+
+# ---------------------------------------------------------------------------
+# A private D-Bus session bus (keyring and desktop-notification tests)
+# ---------------------------------------------------------------------------
+
+class SessionBus:
+    """``dbus-daemon --session`` on a socket in ``workdir``; ``env`` points
+    HOME, XDG_RUNTIME_DIR and DBUS_SESSION_BUS_ADDRESS at it (for the bus's
+    own clients: gnome-keyring, secret-tool, dbus-monitor)."""
+
+    def __init__(self, workdir: Path):
+        missing = [t for t in ("dbus-daemon", "dbus-send") if not shutil.which(t)]
+        if missing:
+            raise HarnessError(f"missing {missing}: run tests/setup.sh (Debian: dbus)")
+        self.home, self.run = workdir / "bus-home", workdir / "bus-run"
+        for d in (self.home, self.run):
+            d.mkdir(mode=0o700, exist_ok=True)
+        self.socket = self.run / "bus"
+        self.address = f"unix:path={self.socket}"
+        self.env = clean_env(HOME=str(self.home), XDG_RUNTIME_DIR=str(self.run),
+                             XDG_DATA_HOME=str(self.home / "share"), DBUS_SESSION_BUS_ADDRESS=self.address)
+        self.procs: list[subprocess.Popen] = []
+        self.procs.append(subprocess.Popen(
+            ["dbus-daemon", "--session", "--nofork", "--nopidfile", f"--address={self.address}"],
+            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        wait_for(lambda: self.socket.exists(), 10, "the session bus socket")
+
+    def spawn(self, argv: list[str], **kw: Any) -> subprocess.Popen:
+        """Start a client of the bus, stopped with it."""
+        p = subprocess.Popen(argv, env=self.env, **kw)
+        self.procs.append(p)
+        return p
+
+    def has_owner(self, name: str) -> bool:
+        r = subprocess.run(["dbus-send", "--session", "--print-reply", "--dest=org.freedesktop.DBus",
+                            "/org/freedesktop/DBus", "org.freedesktop.DBus.NameHasOwner", f"string:{name}"],
+                           env=self.env, capture_output=True, text=True, timeout=10)
+        return r.returncode == 0 and "boolean true" in r.stdout
+
+    def stop(self) -> None:
+        for p in reversed(self.procs):
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(5)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()

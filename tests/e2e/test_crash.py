@@ -465,8 +465,9 @@ def test_kill9_during_refresh_token_rotation(moto: h.Moto, oidc_factory, daemon_
         "reaching the refresh-token file. It has two parts. (1) The exchange in flight: the IdP has retired the "
         "old token, its answer dies with the process; no client can close this (it would take the IdP accepting "
         "the previous token for a grace period). (2) The answer received, the new token not yet on disk: the "
-        "daemon's own window (parse the answer, write and fsync a temp file, rename; measured above as "
-        "'answer → token on disk').",
+        "daemon's own window: read and parse the answer, then one write into the temp file it opened before "
+        "the request (the fsync and rename follow, but a kill after the write is recovered); measured above "
+        "as 'SIGKILL after the answer, token not in the file' (the test runs the debug build).",
         "The roll-forward closes the end of part (2): a kill after the temp file holding the new token was "
         "written but before the rename is recovered at the next read, which renames the temp file into place "
         "(counted above as 'rolled forward'). A kill before the temp file holds the token is not recoverable.",
@@ -494,7 +495,8 @@ def test_kill9_during_refresh_token_rotation(moto: h.Moto, oidc_factory, daemon_
                f"written (negative: before)" if lock_ms else "")
             + f". The roll-forward rescued {len(rolled)} of the {len(lost)} rotations lost at a kill (every one "
               f"whose temp file already held the new token). The target is 0; the README states this window "
-              f"(\"lost only in a crash window no client can close\").")
+              f"(\"lost only in a crash window no client can close\") and that an IdP reuse grace period closes "
+              f"it (the grace run of this loop).")
     if grace:
         # With a grace period every lost rotation is recoverable by a restart
         # within the period, so the target 0 is a requirement here.

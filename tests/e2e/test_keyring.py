@@ -10,7 +10,6 @@ Secret Service is reachable.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import time
@@ -40,45 +39,23 @@ class SecretService:
         return r.stdout if r.returncode == 0 and r.stdout else None
 
 
-def _owner(env: dict[str, str]) -> bool:
-    r = subprocess.run(["dbus-send", "--session", "--print-reply", "--dest=org.freedesktop.DBus",
-                        "/org/freedesktop/DBus", "org.freedesktop.DBus.NameHasOwner",
-                        "string:org.freedesktop.secrets"], env=env, capture_output=True, text=True, timeout=10)
-    return r.returncode == 0 and "boolean true" in r.stdout
-
-
 @pytest.fixture
 def secret_service(tmp_path: Path) -> Iterator[SecretService]:
-    missing = [t for t in ("dbus-daemon", "dbus-send", "gnome-keyring-daemon", "secret-tool") if not shutil.which(t)]
+    missing = [t for t in ("gnome-keyring-daemon", "secret-tool") if not shutil.which(t)]
     if missing:
-        pytest.fail(f"missing {missing}: run tests/setup.sh (Debian: gnome-keyring libsecret-tools dbus)")
-    home, run = tmp_path / "kr-home", tmp_path / "kr-run"
-    for d in (home, run):
-        d.mkdir(mode=0o700)
-    sock = run / "bus"
-    env = h.clean_env(HOME=str(home), XDG_RUNTIME_DIR=str(run), XDG_DATA_HOME=str(home / "share"),
-                      DBUS_SESSION_BUS_ADDRESS=f"unix:path={sock}")
-    bus = subprocess.Popen(["dbus-daemon", "--session", "--nofork", "--nopidfile", f"--address=unix:path={sock}"],
-                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    keyring = None
+        pytest.fail(f"missing {missing}: run tests/setup.sh (Debian: gnome-keyring libsecret-tools)")
+    bus = h.SessionBus(tmp_path)
     try:
-        h.wait_for(lambda: sock.exists(), 10, "the session bus socket")
-        keyring = subprocess.Popen(["gnome-keyring-daemon", "--foreground", "--unlock", "--components=secrets"],
-                                   env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.DEVNULL)
+        keyring = bus.spawn(["gnome-keyring-daemon", "--foreground", "--unlock", "--components=secrets"],
+                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         assert keyring.stdin is not None
         keyring.stdin.write(b"test-keyring-password")
         keyring.stdin.close()
-        h.wait_for(lambda: _owner(env), 20, "gnome-keyring on the bus (org.freedesktop.secrets)")
-        yield SecretService(env["DBUS_SESSION_BUS_ADDRESS"], env)
+        h.wait_for(lambda: bus.has_owner("org.freedesktop.secrets"), 20,
+                   "gnome-keyring on the bus (org.freedesktop.secrets)")
+        yield SecretService(bus.address, bus.env)
     finally:
-        for p in (keyring, bus):
-            if p is not None and p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(5)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+        bus.stop()
 
 
 def _keyring_daemon(moto, oidc, daemon_factory, bus: str) -> h.Daemon:
