@@ -38,8 +38,23 @@ pub const CAPPED: [&str; 10] = [
     "reqwest",
 ];
 
-/// Noisy transport crates: held at `info`.
-pub const QUIET: [&str; 4] = ["hyper", "h2", "rustls", "tower"];
+/// Noisy transport crates, and the D-Bus stack of the keychain and desktop
+/// notifications (whose debug output shows message bodies): held at `info`.
+pub const QUIET: [&str; 9] = [
+    "hyper",
+    "h2",
+    "rustls",
+    "tower",
+    "zbus",
+    "secret_service",
+    "zbus_secret_service_keyring_store",
+    "keyring_core",
+    "notify_rust",
+];
+
+/// Crates that log derived secrets at `info` (aws-cognito-srp logs the
+/// `SECRET_HASH`): held at `warn`.
+pub const SILENCED: [&str; 1] = ["aws_cognito_srp"];
 
 /// The user's filter for `spec` (a `RUST_LOG` value, or `None` for `info`).
 /// Unparsable directives are skipped (and the rest kept), as `RUST_LOG`
@@ -60,9 +75,12 @@ pub fn caps() -> Targets {
         .fold(Targets::new().with_default(LevelFilter::TRACE), |t, c| {
             t.with_target(*c, LevelFilter::DEBUG)
         });
-    QUIET
+    let t = QUIET
         .iter()
-        .fold(t, |t, c| t.with_target(*c, LevelFilter::INFO))
+        .fold(t, |t, c| t.with_target(*c, LevelFilter::INFO));
+    SILENCED
+        .iter()
+        .fold(t, |t, c| t.with_target(*c, LevelFilter::WARN))
 }
 
 /// `log.format`.
@@ -248,6 +266,11 @@ mod tests {
             tracing::debug!(target: "hyper::proto", "hyper-debug");
             tracing::debug!(target: "aws_smithy_runtime", "smithy-debug");
             tracing::trace!(target: "credbroker::refresher", "own-trace");
+            // aws-cognito-srp logs the SECRET_HASH at info; zbus shows
+            // D-Bus message bodies (keychain secrets) at debug.
+            tracing::info!(target: "aws_cognito_srp::client", "SECRET-srp-hash-info");
+            tracing::debug!(target: "zbus::connection", "SECRET-zbus-debug");
+            tracing::debug!(target: "secret_service::blocking", "SECRET-secret-service-debug");
         });
         String::from_utf8(buf.0.lock().unwrap().clone()).unwrap()
     }

@@ -318,11 +318,33 @@ pub struct UserPoolConfig {
     /// Serve the identity pool's guest credentials while no refresh token
     /// exists (`login.guest_until_login`, Cognito flows only).
     pub guest_until_login: bool,
+    /// `login.auth_flow`: how `credbroker login` signs in.
+    pub auth_flow: PoolAuthFlow,
     /// `login.rotation`: the app client rotates refresh tokens (`Some(true)`:
     /// refresh with `GetTokensFromRefreshToken`), does not (`Some(false)`:
     /// `InitiateAuth` `REFRESH_TOKEN_AUTH` only), or unknown (`None`: the
     /// latter, switching to the former when the pool refuses it).
     pub rotation: Option<bool>,
+}
+
+/// `login.auth_flow` of a user pool: how `credbroker login` signs in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PoolAuthFlow {
+    /// `USER_PASSWORD_AUTH` (the password goes to Cognito over TLS).
+    #[default]
+    Password,
+    /// `USER_SRP_AUTH` (the password never leaves the machine).
+    Srp,
+}
+
+impl PoolAuthFlow {
+    /// The name as written in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PoolAuthFlow::Srp => "srp",
+            PoolAuthFlow::Password => "password",
+        }
+    }
 }
 
 /// Which AWS exchange a profile uses.

@@ -112,6 +112,7 @@ pub struct RawLogin {
     pub rotation: Option<bool>,
     pub token_store: Option<String>,
     pub guest_until_login: Option<bool>,
+    pub auth_flow: Option<String>,
 }
 
 /// `[profiles.<name>.aws]` as written.

@@ -578,6 +578,7 @@ fn validate_oidc(
             ("user_pool_id", rl.user_pool_id.is_some()),
             ("username", rl.username.is_some()),
             ("rotation", rl.rotation.is_some()),
+            ("auth_flow", rl.auth_flow.is_some()),
         ],
         "oidc",
     )?;
@@ -655,6 +656,16 @@ fn validate_user_pool(
         refresh_token_file: rl.refresh_token_file.unwrap_or(default_rt),
         token_store: store_kind(v, rl.token_store.as_deref(), &k("token_store"))?,
         guest_until_login: rl.guest_until_login.unwrap_or(false),
+        auth_flow: match rl.auth_flow.as_deref() {
+            None | Some("password") => PoolAuthFlow::Password,
+            Some("srp") => PoolAuthFlow::Srp,
+            Some(other) => {
+                return Err(v.err(
+                    k("auth_flow"),
+                    format!("unknown auth_flow {other:?}; expected \"password\" (USER_PASSWORD_AUTH) or \"srp\" (USER_SRP_AUTH)"),
+                ));
+            }
+        },
         rotation: rl.rotation,
     })
 }

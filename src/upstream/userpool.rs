@@ -285,6 +285,7 @@ mod tests {
             refresh_token_file: "/nonexistent".into(),
             token_store: Default::default(),
             guest_until_login: false,
+            auth_flow: Default::default(),
             rotation: None,
         };
         let login = UserPoolLogin::with_store(
@@ -352,6 +353,7 @@ mod tests {
             refresh_token_file: "/nonexistent".into(),
             token_store: Default::default(),
             guest_until_login: false,
+            auth_flow: Default::default(),
             rotation,
         };
         let login = UserPoolLogin::with_store(

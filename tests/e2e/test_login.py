@@ -318,12 +318,11 @@ def test_login_without_daemon_says_how_to_start_it(signed_out_daemon):
 
 # --- Cognito user pools: password sign-in (moto) ------------------------------
 
-@pytest.fixture
-def pool_daemon(moto, daemon_factory):
+def _pool_daemon(moto, daemon_factory, **login_extra) -> h.Daemon:
     pool = moto.create_user_pool()
     identity_pool = moto.create_identity_pool(user_pools=[pool])
     d = daemon_factory(h.make_config(
-        login=h.user_pool_login(pool),
+        login=h.user_pool_login(pool, **login_extra),
         aws={"flow": "cognito-basic", "identity_pool_id": identity_pool,
              "role_arn": h.BASIC_ROLE_ARN, "session_name": h.SESSION_NAME},
     ))
@@ -333,6 +332,13 @@ def pool_daemon(moto, daemon_factory):
     return d
 
 
+@pytest.fixture
+def pool_daemon(moto, daemon_factory):
+    """A user-pool profile signing in with USER_PASSWORD_AUTH (the default;
+    moto cannot check USER_SRP_AUTH: its challenge is not real SRP)."""
+    return _pool_daemon(moto, daemon_factory)
+
+
 def login_stdin(d: h.Daemon, *args: str, stdin: str) -> subprocess.CompletedProcess:
     return subprocess.run([str(d.binary), "login", *args, "-c", str(d.config_path)], env=d.env,
                           input=stdin, capture_output=True, text=True, timeout=60)
@@ -340,8 +346,11 @@ def login_stdin(d: h.Daemon, *args: str, stdin: str) -> subprocess.CompletedProc
 
 def test_user_pool_password_login(pool_daemon, moto):
     d = pool_daemon
+    moto.start_recording()
     p = login_stdin(d, "--username", d.pool.username, "--password-stdin", stdin=d.pool.password + "\n")
     assert p.returncode == 0, p.stderr
+    sent = [r.json() for r in moto.download_recording() if r.action == "InitiateAuth"]
+    assert sent[0]["AuthFlow"] == "USER_PASSWORD_AUTH", sent[0]
     assert f"Signed in as {d.pool.username}" in p.stderr and d.pool.password not in p.stderr + p.stdout
     creds = d.ecs_creds()
     assert caller_arn(moto, creds).startswith(f"arn:aws:sts::{h.ACCOUNT_ID}:assumed-role/CognitoBasicRole/")
