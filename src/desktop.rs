@@ -6,14 +6,21 @@
 //! happens. The daemon never opens a browser: the notification names the
 //! command to run.
 
-/// Tell the desktop user that `profile` needs `credbroker login`. Returns at
-/// once (the D-Bus call runs on a thread of its own); a failure is logged at
-/// debug level only, since most hosts have no notification server.
-pub fn login_required(profile: &str) {
+/// Tell the desktop user that `profiles` (sharing one sign-in) need
+/// `credbroker login`. Returns at once (the D-Bus call runs on a thread of
+/// its own); a failure is logged at debug level only, since most hosts have
+/// no notification server.
+pub fn login_required(profiles: &[String]) {
+    let Some(first) = profiles.first() else {
+        return;
+    };
     let summary = "credbroker: sign-in needed".to_owned();
-    let body = format!(
-        "Profile {profile} needs a new sign-in: run `credbroker login --profile {profile}`"
-    );
+    let who = if profiles.len() == 1 {
+        format!("Profile {first} needs")
+    } else {
+        format!("Profiles {} need", profiles.join(", "))
+    };
+    let body = format!("{who} a new sign-in: run `credbroker login --profile {first}`");
     show(summary, body);
 }
 

@@ -446,8 +446,9 @@ mod tests {
     }
 
     /// A prepared write: its temp file exists (empty, 0600) until it is
-    /// committed or dropped; once one `write` is done a kill leaves a file
-    /// recovery rolls forward, before it an empty one recovery removes.
+    /// committed or dropped; a process killed before writing into it leaves
+    /// an empty one, which recovery removes (a written one is rolled
+    /// forward: `interrupted_writes_roll_forward_and_stale_ones_are_dropped`).
     #[test]
     fn a_prepared_write_commits_or_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();

@@ -219,7 +219,14 @@ pub async fn run<S: CredentialSource>(
                 failures = 0;
                 settings.metrics.success.inc();
                 let next = published(&store, &settings, &creds, now);
-                (Some(next), Accept::Nothing)
+                // A guest (no sign-in yet) takes a new refresh token at once,
+                // however it arrives (`credbroker login`, or a file written).
+                let accept = if creds.guest {
+                    change_of(token_file)
+                } else {
+                    Accept::Nothing
+                };
+                (Some(next), accept)
             }
             Err(e) if e.is_login_required() => {
                 failures += 1;

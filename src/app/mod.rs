@@ -229,6 +229,12 @@ pub fn seed_refresh_token(p: &ProfileConfig, dir: &Path) -> Result<bool, Startup
         return Ok(false);
     };
     let seed = dir.join(seed_name(&p.name));
+    if p.login.token_store() == Some(crate::config::StoreKind::Keyring) {
+        if seed.exists() {
+            tracing::warn!(profile = %p.name, seed = %seed.display(), "ignoring the refresh-token seed: this profile keeps its token in the OS keychain (login.token_store = \"keyring\"); sign in with `credbroker login`");
+        }
+        return Ok(false);
+    }
     let have = fsutil::read_secret_file(file).is_ok_and(|t| !t.is_empty());
     if have {
         return Ok(false);

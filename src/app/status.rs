@@ -27,12 +27,10 @@ pub async fn report(registry: Registry, notify: bool, cancel: CancellationToken)
     let mut changes = registry.changes();
     loop {
         let all = registry.all();
-        for (name, p) in &all {
-            let now = p.reader.borrow().state == State::LoginRequired;
-            if now && needs_login.insert(name.clone()) && notify {
-                desktop::login_required(name);
-            } else if !now {
-                needs_login.remove(name);
+        let newly = login_transitions(&all, &mut needs_login);
+        if notify {
+            for names in newly {
+                desktop::login_required(&names);
             }
         }
         // Fresh clones of the registry's receivers inherit the version it
@@ -77,6 +75,29 @@ pub async fn report(registry: Registry, notify: bool, cancel: CancellationToken)
             () = cancel.cancelled() => return,
         }
     }
+}
+
+/// The profiles that came to need a sign-in since the last call, grouped by
+/// sign-in (profiles on one refresh-token file share one: one notification
+/// names them all). `seen` holds who needs one now; profiles that no longer
+/// do (or are gone) leave it, so a later need is announced again.
+fn login_transitions(
+    all: &[(String, ProfileEntry)],
+    seen: &mut std::collections::HashSet<String>,
+) -> Vec<Vec<String>> {
+    let needing: Vec<&(String, ProfileEntry)> = all
+        .iter()
+        .filter(|(_, p)| p.reader.borrow().state == State::LoginRequired)
+        .collect();
+    seen.retain(|n| needing.iter().any(|(m, _)| m == n));
+    let mut groups: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for (name, p) in needing {
+        if seen.insert(name.clone()) {
+            let key = p.info.refresh_token_file.clone().unwrap_or_else(|| name.clone());
+            groups.entry(key).or_default().push(name.clone());
+        }
+    }
+    groups.into_values().collect()
 }
 
 /// E.g. `2 profiles: default ready, dev login required`.

@@ -322,7 +322,18 @@ pub async fn logout(cfg: &Config, profile: Option<&str>, all: bool) -> Result<u8
             },
             None => "no daemon is running".to_owned(),
         };
-        let out = login::sign_out(p).await.map_err(failed)?;
+        let out = match login::sign_out(p).await {
+            Ok(out) => out,
+            Err(e) => {
+                // The token could not be read or deleted (a locked keychain,
+                // an unreadable file): it is still stored, so the daemon
+                // goes back to using it rather than staying signed out.
+                if let Some(c) = &client {
+                    let _ = c.command(&p.name, "login").await;
+                }
+                return Err(failed(e));
+            }
+        };
         let revoked = match (&out.revoked, out.had_token) {
             (_, false) => "no refresh token was stored".to_owned(),
             (Ok(()), true) => {

@@ -122,7 +122,7 @@ impl fmt::Display for Config {
                     if let Some(r) = u.rotation {
                         writeln!(f, "rotation = {r}")?;
                     }
-                    writeln!(f, "auth_flow = {}", q(u.auth_flow.as_str()))?;
+                    writeln!(f, "auth_flow = {}", q(pr.sign_in.auth_flow.as_str()))?;
                 }
                 LoginConfig::None => {}
             }

@@ -236,7 +236,8 @@ impl LoginConfig {
     }
 }
 
-/// Interactive sign-in settings (`credbroker login`), OIDC only.
+/// Interactive sign-in settings (`credbroker login` only: changing them
+/// restarts nothing in the daemon).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignIn {
     /// `prompt` sent in the authorization request (`login.prompt`, default
@@ -246,6 +247,8 @@ pub struct SignIn {
     /// A fixed loopback redirect URI (`login.redirect_uri`) for IdPs that
     /// need an exact registered one; else `http://127.0.0.1:<ephemeral>/callback`.
     pub redirect_uri: Option<Url>,
+    /// `login.auth_flow` (user pools): password or SRP.
+    pub auth_flow: PoolAuthFlow,
 }
 
 impl Default for SignIn {
@@ -253,6 +256,7 @@ impl Default for SignIn {
         SignIn {
             prompt: Some("consent".into()),
             redirect_uri: None,
+            auth_flow: PoolAuthFlow::default(),
         }
     }
 }
@@ -318,8 +322,6 @@ pub struct UserPoolConfig {
     /// Serve the identity pool's guest credentials while no refresh token
     /// exists (`login.guest_until_login`, Cognito flows only).
     pub guest_until_login: bool,
-    /// `login.auth_flow`: how `credbroker login` signs in.
-    pub auth_flow: PoolAuthFlow,
     /// `login.rotation`: the app client rotates refresh tokens (`Some(true)`:
     /// refresh with `GetTokensFromRefreshToken`), does not (`Some(false)`:
     /// `InitiateAuth` `REFRESH_TOKEN_AUTH` only), or unknown (`None`: the

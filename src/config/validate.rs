@@ -460,7 +460,8 @@ fn profile_region(
     Ok(region)
 }
 
-/// `login.prompt` and `login.redirect_uri` (OIDC sign-in only).
+/// `login.prompt` and `login.redirect_uri` (OIDC), `login.auth_flow` (user
+/// pools): settings of `credbroker login` only.
 fn validate_sign_in(v: &V<'_>, name: &str, rl: &RawLogin) -> Result<SignIn, ConfigError> {
     let k = |s: &str| format!("profiles.{name}.login.{s}");
     if rl.kind.as_deref() != Some("oidc") {
@@ -471,10 +472,27 @@ fn validate_sign_in(v: &V<'_>, name: &str, rl: &RawLogin) -> Result<SignIn, Conf
             &[
                 ("prompt", rl.prompt.is_some()),
                 ("redirect_uri", rl.redirect_uri.is_some()),
+                (
+                    "auth_flow",
+                    rl.auth_flow.is_some() && kind != "cognito-user-pool",
+                ),
             ],
             kind,
         )?;
-        return Ok(SignIn::default());
+        let auth_flow = match rl.auth_flow.as_deref() {
+            None | Some("password") => PoolAuthFlow::Password,
+            Some("srp") => PoolAuthFlow::Srp,
+            Some(other) => {
+                return Err(v.err(
+                    k("auth_flow"),
+                    format!("unknown auth_flow {other:?}; expected \"password\" (USER_PASSWORD_AUTH) or \"srp\" (USER_SRP_AUTH)"),
+                ));
+            }
+        };
+        return Ok(SignIn {
+            auth_flow,
+            ..SignIn::default()
+        });
     }
     let prompt = match rl.prompt.as_deref() {
         None => SignIn::default().prompt,
@@ -500,6 +518,7 @@ fn validate_sign_in(v: &V<'_>, name: &str, rl: &RawLogin) -> Result<SignIn, Conf
     Ok(SignIn {
         prompt,
         redirect_uri,
+        auth_flow: PoolAuthFlow::default(),
     })
 }
 
@@ -656,16 +675,6 @@ fn validate_user_pool(
         refresh_token_file: rl.refresh_token_file.unwrap_or(default_rt),
         token_store: store_kind(v, rl.token_store.as_deref(), &k("token_store"))?,
         guest_until_login: rl.guest_until_login.unwrap_or(false),
-        auth_flow: match rl.auth_flow.as_deref() {
-            None | Some("password") => PoolAuthFlow::Password,
-            Some("srp") => PoolAuthFlow::Srp,
-            Some(other) => {
-                return Err(v.err(
-                    k("auth_flow"),
-                    format!("unknown auth_flow {other:?}; expected \"password\" (USER_PASSWORD_AUTH) or \"srp\" (USER_SRP_AUTH)"),
-                ));
-            }
-        },
         rotation: rl.rotation,
     })
 }

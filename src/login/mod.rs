@@ -198,18 +198,21 @@ pub fn token_store(profile: &ProfileConfig) -> Option<std::sync::Arc<dyn TokenSt
 /// whoever signed in before.
 fn store(profile: &ProfileConfig, file: &Path, token: &SecretString) -> Result<(), Error> {
     let kind = profile.login.token_store().unwrap_or_default();
+    let store = token_store::open(kind, file, profile.login.kind());
+    // A guest's first sign-in (no token stored yet) keeps the guest identity,
+    // which the first authenticated call links to the sign-in (Cognito's
+    // guest → authenticated switch). Anyone signing in over an earlier
+    // sign-in starts from a fresh identity.
+    let keep_identity = profile.login.guest_until_login()
+        && store.read().is_err_and(|e| e.is_login_required());
     if kind == StoreKind::File
         && let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty())
     {
         fsutil::ensure_private_dir(dir)
             .map_err(|e| Error::Local(format!("cannot use {}: {e}", dir.display())))?;
     }
-    token_store::open(kind, file, profile.login.kind())
-        .save(token)
-        .map_err(|e| Error::Local(e.to_string()))?;
-    // A guest signing in keeps the guest identity: the first authenticated
-    // call links the sign-in to it (Cognito's guest → authenticated switch).
-    if !profile.login.guest_until_login() {
+    store.save(token).map_err(|e| Error::Local(e.to_string()))?;
+    if !keep_identity {
         forget_identity(profile);
     }
     Ok(())

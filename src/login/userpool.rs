@@ -57,10 +57,20 @@ struct Session<'a> {
     /// The name challenge answers carry (the pool's own name for the user
     /// once a challenge has told it).
     username: String,
+    flow: PoolAuthFlow,
     srp: Option<SrpClient<User>>,
 }
 
 impl Session<'_> {
+    /// Three MFA attempts, after the SRP round when there is one.
+    fn max_rounds(&self) -> u32 {
+        if self.flow == PoolAuthFlow::Srp {
+            4
+        } else {
+            3
+        }
+    }
+
     fn hash(&self) -> Option<String> {
         self.secret
             .as_ref()
@@ -108,13 +118,9 @@ impl Session<'_> {
         req.send().await.map_err(|e| aws_error("InitiateAuth", e))
     }
 
-    /// The first step of `flow`.
-    async fn start(
-        &mut self,
-        flow: PoolAuthFlow,
-        password: &SecretString,
-    ) -> Result<InitiateAuthOutput, Error> {
-        match flow {
+    /// The first step of the flow.
+    async fn start(&mut self, password: &SecretString) -> Result<InitiateAuthOutput, Error> {
+        match self.flow {
             PoolAuthFlow::Password => self.start_password(password).await,
             PoolAuthFlow::Srp => self.start_srp(password).await,
         }
@@ -160,11 +166,11 @@ impl Session<'_> {
                     ("TIMESTAMP", timestamp),
                 ]
             }
-            Some(ChallengeNameType::SoftwareTokenMfa) if rounds <= 4 => vec![(
+            Some(ChallengeNameType::SoftwareTokenMfa) if rounds <= self.max_rounds() => vec![(
                 "SOFTWARE_TOKEN_MFA_CODE",
                 ask.mfa_code("authenticator app")?.trim().to_owned(),
             )],
-            Some(ChallengeNameType::SmsMfa) if rounds <= 4 => {
+            Some(ChallengeNameType::SmsMfa) if rounds <= self.max_rounds() => {
                 vec![("SMS_MFA_CODE", ask.mfa_code("SMS")?.trim().to_owned())]
             }
             Some(ChallengeNameType::NewPasswordRequired) => {
@@ -208,9 +214,10 @@ pub async fn sign_in(
         cfg,
         secret: client_secret(cfg)?,
         username: username.clone(),
+        flow: profile.sign_in.auth_flow,
         srp: None,
     };
-    let mut out = session.start(cfg.auth_flow, &password).await?;
+    let mut out = session.start(&password).await?;
     drop(password);
     let mut rounds = 0;
     loop {

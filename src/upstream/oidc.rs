@@ -276,7 +276,11 @@ impl OidcLogin {
                 self.timer.observe(Call::IdpRefresh, took);
                 let resp = other?;
                 cache.id_token = None;
-                return Err(refused(resp, cache.refresh.store()).await);
+                let e = refused(resp, cache.refresh.store()).await;
+                if e.is_login_required() {
+                    cache.refresh.rejected();
+                }
+                return Err(e);
             }
         };
         let body = resp.bytes().await.map_err(|e| transport(&e));

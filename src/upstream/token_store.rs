@@ -109,6 +109,12 @@ impl RotatingToken {
         self.store.changed();
     }
 
+    /// The IdP refused the token: a store that keeps a copy in memory reads
+    /// it again next time (SIGHUP after fixing the keychain entry works).
+    pub fn rejected(&mut self) {
+        self.store.changed();
+    }
+
     /// Call right before sending the exchange that presents the token, and
     /// hand the result to [`rotated`](Self::rotated): a rotation in the
     /// answer is then saved with the least work first. Dropped (any early
@@ -270,7 +276,8 @@ impl Keychain {
     /// The entry for the sign-in on `file`, of a login talking to `service`.
     pub fn new(file: &Path, service: &'static str) -> Self {
         Keychain {
-            account: file.display().to_string(),
+            // Normalised as the sign-in's identity is (`/s/./rt` is `/s/rt`).
+            account: crate::config::token_file_key(file).display().to_string(),
             service,
             cache: Mutex::new(None),
         }
@@ -301,7 +308,16 @@ impl TokenStore for Keychain {
                 Ok(t)
             }
             Ok(_) | Err(keychain::Failure::NoEntry) => {
-                Err(self.login_required("no_refresh_token", "no refresh token in the OS keychain"))
+                let what = if Path::new(&self.account).is_file() {
+                    // Switched from token_store = "file": say where the token is.
+                    format!(
+                        "no refresh token in the OS keychain, but {} holds one (was login.token_store \"file\"? sign in again to move to the keychain, or set it back)",
+                        self.account
+                    )
+                } else {
+                    "no refresh token in the OS keychain".to_owned()
+                };
+                Err(self.login_required("no_refresh_token", &what))
             }
             Err(e) => Err(self.failed("read", &e)),
         }
@@ -350,6 +366,7 @@ impl TokenStore for Keychain {
 /// (keyring-core's `BadEncoding` and `BadDataFormat` carry the stored bytes).
 mod keychain {
     use std::sync::{Arc, Mutex};
+    use std::time::Duration;
 
     use keyring_core::{CredentialStore, Entry, Error};
 
@@ -392,10 +409,17 @@ mod keychain {
         }
     }
 
-    /// The platform's store, connected on first use (and again after a
-    /// failure: the keychain may be started or unlocked later).
+    /// How long a keychain call may take: a locked keychain can wait for an
+    /// unlock prompt nobody answers. The call is then reported as failed
+    /// (a save is kept in memory and tried again) and its thread left to end.
+    pub const KEYCHAIN_WAIT: Duration = Duration::from_secs(10);
+
+    static STORE: Mutex<Option<Arc<CredentialStore>>> = Mutex::new(None);
+
+    /// The platform's store, connected on first use, and again after a call
+    /// found it unreachable or locked (the keychain daemon may have been
+    /// restarted, or the session bus).
     fn store() -> Result<Arc<CredentialStore>, Failure> {
-        static STORE: Mutex<Option<Arc<CredentialStore>>> = Mutex::new(None);
         let mut s = STORE.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(s) = s.as_ref() {
             return Ok(s.clone());
@@ -403,6 +427,14 @@ mod keychain {
         let made = platform().map_err(describe)?;
         *s = Some(made.clone());
         Ok(made)
+    }
+
+    /// [`describe`], dropping the connection when the store itself failed.
+    fn failed(e: Error) -> Failure {
+        if matches!(e, Error::PlatformFailure(_) | Error::NoStorageAccess(_)) {
+            *STORE.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        }
+        describe(e)
     }
 
     #[cfg(target_os = "linux")]
@@ -424,23 +456,42 @@ mod keychain {
         ))
     }
 
-    /// Run `f` on the entry, on a thread of its own (see the module docs).
-    fn with_entry<T: Send>(
+    /// Run `f` on the entry, on a thread of its own (see the module docs),
+    /// waiting at most [`KEYCHAIN_WAIT`]; inside a multi-threaded runtime
+    /// the wait hands this worker's other tasks to the rest
+    /// (`block_in_place`), so serving is not held up.
+    fn with_entry<T: Send + 'static>(
         account: &str,
-        f: impl FnOnce(&Entry) -> keyring_core::Result<T> + Send,
+        f: impl FnOnce(&Entry) -> keyring_core::Result<T> + Send + 'static,
     ) -> Result<T, Failure> {
-        std::thread::scope(|scope| {
-            scope
-                .spawn(|| {
-                    let store = store()?;
+        let account = account.to_owned();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("keychain".into())
+            .spawn(move || {
+                let r = store().and_then(|store| {
                     let entry = store
-                        .build(KEYCHAIN_SERVICE, account, None)
-                        .map_err(describe)?;
-                    f(&entry).map_err(describe)
-                })
-                .join()
-                .unwrap_or_else(|_| Err(Failure::Other("the keychain call panicked".into())))
-        })
+                        .build(KEYCHAIN_SERVICE, &account, None)
+                        .map_err(failed)?;
+                    f(&entry).map_err(failed)
+                });
+                let _ = tx.send(r);
+            })
+            .map_err(|e| Failure::Other(format!("cannot start the keychain thread: {e}")))?;
+        let wait = || {
+            rx.recv_timeout(KEYCHAIN_WAIT).unwrap_or_else(|_| {
+                Err(Failure::Other(format!(
+                    "the keychain did not answer within {} s (locked, or waiting for an unlock prompt?)",
+                    KEYCHAIN_WAIT.as_secs()
+                )))
+            })
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(wait)
+            }
+            _ => wait(),
+        }
     }
 
     pub fn get(account: &str) -> Result<SecretString, Failure> {
@@ -448,7 +499,8 @@ mod keychain {
     }
 
     pub fn set(account: &str, token: &SecretString) -> Result<(), Failure> {
-        with_entry(account, |e| e.set_password(token.expose_secret()))
+        let token = token.clone();
+        with_entry(account, move |e| e.set_password(token.expose_secret()))
     }
 
     pub fn delete(account: &str) -> Result<(), Failure> {

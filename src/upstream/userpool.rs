@@ -116,26 +116,37 @@ impl UserPoolLogin {
             Some(true) => self.get_tokens(&rt).await,
             Some(false) => self.initiate_auth(&rt).await,
             None => match self.initiate_auth(&rt).await {
-                Err(UpstreamError::Rejected { code, message, .. }) if refused_flow(&code) => {
-                    tracing::debug!(code, message, "REFRESH_TOKEN_AUTH refused; trying GetTokensFromRefreshToken");
-                    let r = self.get_tokens(&rt).await;
-                    if r.is_ok() {
-                        cache.rotation = Some(true);
-                        tracing::info!("the user pool's app client rotates refresh tokens: refreshing with GetTokensFromRefreshToken (set login.rotation = true to skip the first attempt)");
+                Err(first) if refused_flow(&first) => {
+                    tracing::debug!(error = %first, "REFRESH_TOKEN_AUTH refused; trying GetTokensFromRefreshToken");
+                    match self.get_tokens(&rt).await {
+                        Ok(r) => {
+                            cache.rotation = Some(true);
+                            tracing::info!("the user pool's app client rotates refresh tokens: refreshing with GetTokensFromRefreshToken (set login.rotation = true to skip the first attempt)");
+                            Ok(r)
+                        }
+                        // The token itself is dead: say so.
+                        Err(e) if dead_token(&e) => Err(e),
+                        // Anything else about the second call (throttled,
+                        // not offered here): the first answer stands.
+                        Err(_) => Err(first),
                     }
-                    r
                 }
                 other => other,
             },
         }
-        .map_err(|e| match e {
-            UpstreamError::Rejected { code, message, .. } if code == "NotAuthorizedException" => {
-                cache.refresh.store().login_required(
-                    &code,
-                    &format!("the user pool rejected the refresh token ({message})"),
-                )
+        .map_err(|e| {
+            if dead_token(&e) {
+                cache.refresh.rejected();
             }
-            other => other,
+            match e {
+                UpstreamError::Rejected { code, message, .. } if code == "NotAuthorizedException" => {
+                    cache.refresh.store().login_required(
+                        &code,
+                        &format!("the user pool rejected the refresh token ({message})"),
+                    )
+                }
+                other => other,
+            }
         })?;
         let result = &result;
         // A pool with rotation returns a new refresh token: the old one is
@@ -198,11 +209,16 @@ impl UserPoolLogin {
 /// Whether a refusal of `REFRESH_TOKEN_AUTH` may mean "this app client
 /// rotates refresh tokens, use GetTokensFromRefreshToken" (AWS documents the
 /// refusal, not its error code, so any refusal of the token or the flow).
-fn refused_flow(code: &str) -> bool {
-    matches!(
-        code,
+fn refused_flow(e: &UpstreamError) -> bool {
+    matches!(e, UpstreamError::Rejected { code, .. } if matches!(
+        code.as_str(),
         "NotAuthorizedException" | "InvalidParameterException" | "UnsupportedOperationException"
-    )
+    ))
+}
+
+/// The pool refused the refresh token itself (revoked, expired, rotated away).
+fn dead_token(e: &UpstreamError) -> bool {
+    matches!(e, UpstreamError::Rejected { code, .. } if code == "NotAuthorizedException")
 }
 
 #[cfg(test)]
@@ -285,7 +301,6 @@ mod tests {
             refresh_token_file: "/nonexistent".into(),
             token_store: Default::default(),
             guest_until_login: false,
-            auth_flow: Default::default(),
             rotation: None,
         };
         let login = UserPoolLogin::with_store(
@@ -353,7 +368,6 @@ mod tests {
             refresh_token_file: "/nonexistent".into(),
             token_store: Default::default(),
             guest_until_login: false,
-            auth_flow: Default::default(),
             rotation,
         };
         let login = UserPoolLogin::with_store(

@@ -62,9 +62,11 @@ def test_one_notification_per_transition_into_login_required(moto, oidc, daemon_
     assert "credbroker" in got[0] and "sign-in needed" in got[0], got
     assert "credbroker login --profile default" in got[0], got
     assert "a-token-the-idp-never-issued" not in mon.path.read_text()
-    # Staying in login_required (another failed token) does not repeat it...
+    # Staying in login_required (another failed token, really tried) does not repeat it...
+    failures = d.profile_status()["failures"]
     d.write_refresh_token("another-token-the-idp-never-issued")
-    time.sleep(3)
+    h.wait_for(lambda: d.profile_status()["failures"] > failures or None, 10, "the new token to be tried")
+    time.sleep(2)
     assert d.profile_status()["state"] == "login_required"
     assert len(mon.notifications()) == 1, mon.notifications()
     # A sign-in ends it; a daemon started later on a dead token notifies again.

@@ -98,6 +98,17 @@ def test_keyring_login_rotation_restart_and_logout(moto, oidc, daemon_factory, s
         seen.append(now)
         assert d.ecs_creds()["AccessKeyId"]
 
+    # Signing in as someone else while the daemon serves: the daemon forgets
+    # the entry it read and uses the new one (the id_token it sends names bob).
+    moto.start_recording()
+    rc, err = device_login(d, "bob")
+    assert rc == 0, err
+    bobs = ss.lookup(account)
+    assert bobs and bobs not in seen
+    seen.append(bobs)
+    subs = [h.jwt_claims(t)["sub"] for t in moto.web_identity_tokens()]
+    assert subs and set(subs) == {"bob"}, subs
+
     # Many credential reads, no keychain write and no upstream call.
     token_requests = oidc.stats()["token_requests"]
     for _ in range(20):
