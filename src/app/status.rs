@@ -93,7 +93,11 @@ fn login_transitions(
     let mut groups: std::collections::BTreeMap<String, Vec<String>> = Default::default();
     for (name, p) in needing {
         if seen.insert(name.clone()) {
-            let key = p.info.refresh_token_file.clone().unwrap_or_else(|| name.clone());
+            let key = p
+                .info
+                .refresh_token_file
+                .clone()
+                .unwrap_or_else(|| name.clone());
             groups.entry(key).or_default().push(name.clone());
         }
     }

@@ -203,8 +203,8 @@ fn store(profile: &ProfileConfig, file: &Path, token: &SecretString) -> Result<(
     // which the first authenticated call links to the sign-in (Cognito's
     // guest → authenticated switch). Anyone signing in over an earlier
     // sign-in starts from a fresh identity.
-    let keep_identity = profile.login.guest_until_login()
-        && store.read().is_err_and(|e| e.is_login_required());
+    let keep_identity =
+        profile.login.guest_until_login() && store.read().is_err_and(|e| e.is_login_required());
     if kind == StoreKind::File
         && let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty())
     {

@@ -64,11 +64,7 @@ struct Session<'a> {
 impl Session<'_> {
     /// Three MFA attempts, after the SRP round when there is one.
     fn max_rounds(&self) -> u32 {
-        if self.flow == PoolAuthFlow::Srp {
-            4
-        } else {
-            3
-        }
+        if self.flow == PoolAuthFlow::Srp { 4 } else { 3 }
     }
 
     fn hash(&self) -> Option<String> {
