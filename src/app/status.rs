@@ -147,6 +147,54 @@ mod tests {
         }
     }
 
+    fn entry(file: &str, state: crate::store::State) -> crate::store::ProfileEntry {
+        let (store, reader) = crate::store::ProfileStore::new();
+        // The reader keeps the last value after the store is gone.
+        store.update(|s| s.state = state);
+        crate::store::ProfileEntry {
+            info: Arc::new(crate::store::ProfileInfo {
+                role_name: "credbroker".into(),
+                region: "eu-west-1".into(),
+                login_kind: "oidc",
+                flow: "sts",
+                refresh_token_file: Some(file.into()),
+                access: None,
+            }),
+            reader,
+        }
+    }
+
+    /// One notice per sign-in (profiles on one token file together), once
+    /// per transition: not again while it lasts, again after it ended.
+    #[test]
+    fn sign_in_needs_are_grouped_and_announced_once_per_transition() {
+        use crate::store::State::{LoginRequired, Ready};
+        let all = |a, b, c| {
+            vec![
+                ("a".to_owned(), entry("/s/shared", a)),
+                ("b".to_owned(), entry("/s/shared", b)),
+                ("c".to_owned(), entry("/s/own", c)),
+            ]
+        };
+        let mut seen = std::collections::HashSet::new();
+        let first = super::login_transitions(&all(LoginRequired, LoginRequired, Ready), &mut seen);
+        assert_eq!(first, vec![vec!["a".to_owned(), "b".to_owned()]]);
+        let again =
+            super::login_transitions(&all(LoginRequired, LoginRequired, LoginRequired), &mut seen);
+        assert_eq!(
+            again,
+            vec![vec!["c".to_owned()]],
+            "a and b were already announced"
+        );
+        assert!(super::login_transitions(&all(Ready, Ready, Ready), &mut seen).is_empty());
+        let later = super::login_transitions(&all(LoginRequired, Ready, Ready), &mut seen);
+        assert_eq!(
+            later,
+            vec![vec!["a".to_owned()]],
+            "a new need is announced again"
+        );
+    }
+
     /// The reporter sleeps until a profile changes: a receiver cloned from
     /// the registry once made it spin on a worker forever after the first
     /// refresh (bench/: half a core while idle).
