@@ -123,6 +123,11 @@ def test_keyring_login_rotation_restart_and_logout(moto, oidc, daemon_factory, s
     assert d.profile_status()["state"] == "logged_out"
     r = d.ecs_creds_response()
     assert r.status == 503 and creds["AccessKeyId"] not in r.text
+    # doctor asks for a sign-in, not for a refresh-token file.
+    doc = d.cli("doctor")
+    text = doc.stdout + doc.stderr
+    assert "kept in the OS keychain" in text and "login.refresh_token_file" not in text, text
+
     # The IdP itself refuses the token the keychain held.
     status, body = oidc.refresh(seen[-1])
     assert status == 400 and body.get("error") == "invalid_grant", body

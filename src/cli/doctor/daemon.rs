@@ -144,7 +144,12 @@ fn profile_states(doc: Option<&StatusDoc>, profiles: &[&ProfileConfig], report: 
                 ),
             );
         } else {
+            let keychain = p.login.token_store() == Some(crate::config::StoreKind::Keyring);
             let fix = match (state, p.login.refresh_token_file()) {
+                ("login_required" | "logged_out", Some(_)) if keychain => format!(
+                    "run `credbroker login --profile {}` (the token is kept in the OS keychain)",
+                    p.name
+                ),
                 ("login_required" | "logged_out", Some(f)) => format!(
                     "run `credbroker login --profile {}` (or write a new refresh token to {}; \
                      picked up at once)",

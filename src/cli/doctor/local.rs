@@ -113,7 +113,11 @@ fn secrets<'a>(cfg: &'a Config, profiles: &[&'a ProfileConfig]) -> Vec<Secret<'a
     let mut out = Vec::new();
     for p in profiles {
         let n = &p.name;
-        if let Some(rt) = p.login.refresh_token_file() {
+        // With token_store = "keyring" no file is kept (the daemon check
+        // below shows whether the keychain gave a token).
+        if let Some(rt) = p.login.refresh_token_file()
+            && p.login.token_store() != Some(crate::config::StoreKind::Keyring)
+        {
             out.push(Secret {
                 key: format!("profiles.{n}.login.refresh_token_file"),
                 title: "refresh token",
