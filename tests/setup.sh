@@ -185,7 +185,7 @@ compat_debs=(golang-go golang-github-aws-aws-sdk-go-v2-dev ruby ruby-aws-sdk-cor
 compat_debs+=(python3-botocore python3-boto3 awscli)
 # A real Secret Service for the keyring token store (tests/e2e/test_keyring.py):
 # gnome-keyring on a private session bus (dbus), checked with libsecret's secret-tool.
-compat_debs+=(dbus gnome-keyring libsecret-tools)
+compat_debs+=(dbus dbus-session-bus-common gnome-keyring libsecret-tools)
 deb_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 if command -v dpkg-query >/dev/null 2>&1; then
   missing_debs=()
