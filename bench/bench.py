@@ -126,12 +126,7 @@ class Bench:
 
     def stop(self) -> None:
         for p in self.procs:
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(5)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+            h.stop_process(p)
         for x in ("d", "moto", "idp"):
             if hasattr(self, x):
                 getattr(self, x).terminate()

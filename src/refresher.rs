@@ -493,6 +493,20 @@ mod tests {
     }
 
     /// A running refresher over a [`Script`], and the handles a test needs.
+    /// A harness (wall clock = tokio clock) whose refresh-token file starts
+    /// out holding `initial`; keep the directory alive for the test.
+    fn on_token_file(
+        initial: &str,
+        outcomes: Vec<Result<u64, UpstreamError>>,
+    ) -> (tempfile::TempDir, PathBuf, Harness) {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = dir.path().join("rt");
+        std::fs::write(&rt, initial).unwrap();
+        let clock = TokioClock::new(at(0));
+        let h = Harness::start(outcomes, clock.clone(), Arc::new(clock), Some(rt.clone()));
+        (dir, rt, h)
+    }
+
     struct Harness {
         src: Arc<Script>,
         reader: crate::store::ProfileReader,
@@ -617,16 +631,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn login_required_retries_only_when_the_token_file_really_changed() {
-        let dir = tempfile::tempdir().unwrap();
-        let rt = dir.path().join("rt");
-        std::fs::write(&rt, "revoked").unwrap();
-        let clock = TokioClock::new(at(0));
-        let h = Harness::start(
-            vec![Err(invalid_grant()), Ok(3600)],
-            clock.clone(),
-            Arc::new(clock),
-            Some(rt.clone()),
-        );
+        let (_dir, rt, h) = on_token_file("revoked", vec![Err(invalid_grant()), Ok(3600)]);
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert_eq!(h.reader.borrow().state, State::LoginRequired);
         // A spurious event (e.g. our own earlier write) does not cause a retry.
@@ -647,16 +652,7 @@ mod tests {
     /// failure was handled (found by the crash suite: `echo > file` races).
     #[tokio::test(start_paused = true)]
     async fn a_token_written_during_the_failing_attempt_is_not_missed() {
-        let dir = tempfile::tempdir().unwrap();
-        let rt = dir.path().join("rt");
-        std::fs::write(&rt, "").unwrap();
-        let clock = TokioClock::new(at(0));
-        let h = Harness::start(
-            vec![Err(invalid_grant()), Ok(3600)],
-            clock.clone(),
-            Arc::new(clock),
-            Some(rt.clone()),
-        );
+        let (_dir, rt, h) = on_token_file("", vec![Err(invalid_grant()), Ok(3600)]);
         *h.src.write_during_fetch.lock().unwrap() = Some(rt.clone());
         // The watcher's event for that write arrives after the failure.
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -671,16 +667,7 @@ mod tests {
     /// without inotify) is found by the wait's own look at the file.
     #[tokio::test(start_paused = true)]
     async fn a_new_token_without_any_event_is_found_within_the_poll() {
-        let dir = tempfile::tempdir().unwrap();
-        let rt = dir.path().join("rt");
-        std::fs::write(&rt, "revoked").unwrap();
-        let clock = TokioClock::new(at(0));
-        let h = Harness::start(
-            vec![Err(invalid_grant()), Ok(3600)],
-            clock.clone(),
-            Arc::new(clock),
-            Some(rt.clone()),
-        );
+        let (_dir, rt, h) = on_token_file("revoked", vec![Err(invalid_grant()), Ok(3600)]);
         tokio::time::sleep(Duration::from_secs(5)).await;
         assert_eq!(h.calls(), 1, "an unchanged file must not be retried");
         crate::fsutil::write_atomic_private(&rt, b"fresh-login").unwrap();
@@ -692,21 +679,15 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn backoff_is_cut_short_only_by_a_real_change_or_sighup() {
-        let dir = tempfile::tempdir().unwrap();
-        let rt = dir.path().join("rt");
         // The source rotated (wrote) the token during the failed attempt.
-        std::fs::write(&rt, "rotated").unwrap();
-        let clock = TokioClock::new(at(0));
-        let h = Harness::start(
+        let (_dir, rt, h) = on_token_file(
+            "rotated",
             vec![
                 Err(transport()),
                 Err(transport()),
                 Err(transport()),
                 Ok(3600),
             ],
-            clock.clone(),
-            Arc::new(clock),
-            Some(rt.clone()),
         );
         let tick = Duration::from_millis(10); // far below the first backoff (≥ 0.5 s)
         tokio::time::sleep(tick).await;

@@ -95,6 +95,18 @@ _KEEP_VARS = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "TMP", "TEMP
 _PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 
 
+def stop_process(p: subprocess.Popen, timeout: float = 5) -> int | None:
+    """SIGTERM, then SIGKILL after ``timeout``; returns the exit code. Never raises."""
+    if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+    return p.returncode
+
+
 def clean_env(**extra: Any) -> dict[str, str]:
     """A child environment per protocol.md 4.1.
 
@@ -271,14 +283,7 @@ class _Process:
         """SIGTERM, then SIGKILL after ``timeout``; returns the exit code. Never raises."""
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return stop_process(self.proc, timeout)
 
     stop = terminate
 
@@ -1044,10 +1049,4 @@ class SessionBus:
 
     def stop(self) -> None:
         for p in reversed(self.procs):
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(5)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+            stop_process(p)
