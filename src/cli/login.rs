@@ -39,24 +39,39 @@ pub struct LoginFlags {
     /// Cognito user pools: the username [default: login.username, else asked].
     #[arg(long)]
     pub username: Option<String>,
+    /// Cognito user pools: sign in with the username and password
+    /// (InitiateAuth), not the hosted UI [default without login.domain].
+    #[arg(long, conflicts_with_all = ["device", "browser", "no_browser"])]
+    pub password: bool,
     /// Cognito user pools: read the password (then any MFA code) from
-    /// stdin, one per line, instead of prompting (for scripts).
-    #[arg(long)]
+    /// stdin, one per line, instead of prompting (for scripts; implies
+    /// --password).
+    #[arg(long, conflicts_with_all = ["device", "browser", "no_browser"])]
     pub password_stdin: bool,
 }
 
 impl LoginFlags {
-    /// The flow: as asked, else the browser where one can be opened and the
-    /// device grant elsewhere (SSH, containers, no display).
-    pub fn method(&self, env: &Env) -> Method {
+    /// The flow: as asked, else the profile's default. An OpenID provider:
+    /// the browser where one can be opened, the device grant elsewhere
+    /// (SSH, containers, no display). A user pool: its hosted UI when
+    /// `login.domain` is set (the URL printed where no browser can be
+    /// opened: Cognito has no device grant), else the password.
+    pub fn method(&self, env: &Env, profile: &ProfileConfig) -> Method {
+        let asked_browser = self.browser || self.no_browser;
+        let browser = Method::Browser {
+            open: !self.no_browser && (self.browser || login::can_open_browser(env)),
+        };
+        if self.password || self.password_stdin {
+            return Method::Password;
+        }
         if self.device {
-            Method::Device
-        } else if self.browser || self.no_browser || login::can_open_browser(env) {
-            Method::Browser {
-                open: !self.no_browser,
-            }
-        } else {
-            Method::Device
+            return Method::Device;
+        }
+        match &profile.login {
+            LoginConfig::UserPool(_) if profile.sign_in.hosted_ui.is_some() => browser,
+            LoginConfig::UserPool(_) if !asked_browser => Method::Password,
+            _ if asked_browser || login::can_open_browser(env) => browser,
+            _ => Method::Device,
         }
     }
 }
@@ -207,21 +222,24 @@ pub async fn login(
     flags: LoginFlags,
 ) -> Result<u8, Error> {
     let p = sign_in_profile(cfg, profile)?;
-    let method = flags.method(env);
+    let method = flags.method(env, p);
     let mut term = Term::new();
     let timeout = flags.timeout.unwrap_or(Duration::from_secs(600));
     let mut answers = Answers {
         username: flags.username.clone(),
         from_stdin: flags.password_stdin,
     };
-    let run = tokio::time::timeout(timeout, login::sign_in(p, method, &mut term, &mut answers));
+    let run = tokio::time::timeout(
+        timeout,
+        login::sign_in(p, env, method, &mut term, &mut answers),
+    );
     let expired = |_| {
         Err(login::Error::Expired(format!(
             "no sign-in within {}; run `credbroker login` again",
             humantime::format_duration(timeout)
         )))
     };
-    let outcome = if matches!(p.login, LoginConfig::Oidc(_)) {
+    let outcome = if method != Method::Password {
         tokio::select! {
             r = run => r.unwrap_or_else(expired),
             _ = tokio::signal::ctrl_c() => Err(login::Error::Cancelled),

@@ -74,63 +74,89 @@ impl fmt::Display for Config {
             )?;
             writeln!(f, "state_dir = {}", p(&pr.state_dir))?;
             writeln!(f, "\n[profiles.{name}.login]")?;
-            writeln!(f, "kind = {}", q(pr.login.kind()))?;
-            match &pr.login {
-                LoginConfig::Oidc(o) => {
-                    if let Some(i) = &o.issuer {
-                        writeln!(f, "issuer = {}", q(i.as_str()))?;
-                    }
-                    if let Some(t) = &o.token_endpoint {
-                        writeln!(f, "token_endpoint = {}", q(t.as_str()))?;
-                    }
-                    writeln!(f, "client_id = {}", q(&o.client_id))?;
-                    if let Some(s) = &o.client_secret_file {
-                        writeln!(f, "client_secret_file = {}", p(s))?;
-                    }
-                    writeln!(f, "refresh_token_file = {}", p(&o.refresh_token_file))?;
-                    writeln!(f, "token_store = {}", q(o.token_store.as_str()))?;
-                    if o.guest_until_login {
-                        writeln!(f, "guest_until_login = true")?;
-                    }
-                    if let Some(s) = &o.scopes {
-                        let s: Vec<String> = s.iter().map(|x| q(x)).collect();
-                        writeln!(f, "scopes = [{}]", s.join(", "))?;
-                    }
-                    writeln!(
-                        f,
-                        "prompt = {}",
-                        q(pr.sign_in.prompt.as_deref().unwrap_or(""))
-                    )?;
-                    if let Some(r) = &pr.sign_in.redirect_uri {
-                        writeln!(f, "redirect_uri = {}", q(r.as_str()))?;
-                    }
-                }
-                LoginConfig::UserPool(u) => {
-                    writeln!(f, "user_pool_id = {}", q(&u.user_pool_id))?;
-                    writeln!(f, "client_id = {}", q(&u.client_id))?;
-                    if let Some(s) = &u.client_secret_file {
-                        writeln!(f, "client_secret_file = {}", p(s))?;
-                    }
-                    if let Some(s) = &u.username {
-                        writeln!(f, "username = {}", q(s))?;
-                    }
-                    writeln!(f, "refresh_token_file = {}", p(&u.refresh_token_file))?;
-                    writeln!(f, "token_store = {}", q(u.token_store.as_str()))?;
-                    if u.guest_until_login {
-                        writeln!(f, "guest_until_login = true")?;
-                    }
-                    if let Some(r) = u.rotation {
-                        writeln!(f, "rotation = {r}")?;
-                    }
-                    writeln!(f, "auth_flow = {}", q(pr.sign_in.auth_flow.as_str()))?;
-                }
-                LoginConfig::None => {}
-            }
+            write_login(f, pr)?;
             writeln!(f, "\n[profiles.{name}.aws]")?;
             write_aws(f, &pr.aws)?;
         }
         Ok(())
     }
+}
+
+/// `[profiles.NAME.login]`: the keys of its kind, and its sign-in keys.
+fn write_login(f: &mut fmt::Formatter<'_>, pr: &ProfileConfig) -> fmt::Result {
+    writeln!(f, "kind = {}", q(pr.login.kind()))?;
+    match &pr.login {
+        LoginConfig::Oidc(o) => {
+            if let Some(i) = &o.issuer {
+                writeln!(f, "issuer = {}", q(i.as_str()))?;
+            }
+            if let Some(t) = &o.token_endpoint {
+                writeln!(f, "token_endpoint = {}", q(t.as_str()))?;
+            }
+            writeln!(f, "client_id = {}", q(&o.client_id))?;
+            if let Some(s) = &o.client_secret_file {
+                writeln!(f, "client_secret_file = {}", p(s))?;
+            }
+            writeln!(f, "refresh_token_file = {}", p(&o.refresh_token_file))?;
+            writeln!(f, "token_store = {}", q(o.token_store.as_str()))?;
+            if o.guest_until_login {
+                writeln!(f, "guest_until_login = true")?;
+            }
+            if let Some(s) = &o.scopes {
+                let s: Vec<String> = s.iter().map(|x| q(x)).collect();
+                writeln!(f, "scopes = [{}]", s.join(", "))?;
+            }
+            writeln!(
+                f,
+                "prompt = {}",
+                q(pr.sign_in.prompt.as_deref().unwrap_or(""))
+            )?;
+            if let Some(r) = &pr.sign_in.redirect_uri {
+                writeln!(f, "redirect_uri = {}", q(r.as_str()))?;
+            }
+        }
+        LoginConfig::UserPool(u) => {
+            writeln!(f, "user_pool_id = {}", q(&u.user_pool_id))?;
+            writeln!(f, "client_id = {}", q(&u.client_id))?;
+            if let Some(s) = &u.client_secret_file {
+                writeln!(f, "client_secret_file = {}", p(s))?;
+            }
+            if let Some(s) = &u.username {
+                writeln!(f, "username = {}", q(s))?;
+            }
+            writeln!(f, "refresh_token_file = {}", p(&u.refresh_token_file))?;
+            writeln!(f, "token_store = {}", q(u.token_store.as_str()))?;
+            if u.guest_until_login {
+                writeln!(f, "guest_until_login = true")?;
+            }
+            if let Some(r) = u.rotation {
+                writeln!(f, "rotation = {r}")?;
+            }
+            writeln!(f, "auth_flow = {}", q(pr.sign_in.auth_flow.as_str()))?;
+            if let Some(h) = &pr.sign_in.hosted_ui {
+                write_hosted_ui(f, h, &pr.sign_in)?;
+            }
+        }
+        LoginConfig::None => {}
+    }
+    Ok(())
+}
+
+/// The keys only a user pool's hosted UI uses.
+fn write_hosted_ui(f: &mut fmt::Formatter<'_>, h: &HostedUi, s: &SignIn) -> fmt::Result {
+    writeln!(f, "domain = {}", q(h.domain.as_str()))?;
+    if let Some(sc) = &h.scopes {
+        let sc: Vec<String> = sc.iter().map(|x| q(x)).collect();
+        writeln!(f, "scopes = [{}]", sc.join(", "))?;
+    }
+    if let Some(i) = &h.identity_provider {
+        writeln!(f, "identity_provider = {}", q(i))?;
+    }
+    writeln!(f, "prompt = {}", q(s.prompt.as_deref().unwrap_or("")))?;
+    if let Some(r) = &s.redirect_uri {
+        writeln!(f, "redirect_uri = {}", q(r.as_str()))?;
+    }
+    Ok(())
 }
 
 /// `[profiles.NAME.aws]`: the keys the flow uses.

@@ -249,6 +249,25 @@ pub struct SignIn {
     pub redirect_uri: Option<Url>,
     /// `login.auth_flow` (user pools): password or SRP.
     pub auth_flow: PoolAuthFlow,
+    /// `login.domain` (user pools): browser sign-in through the pool's
+    /// hosted UI (managed login); `None` signs in with a password.
+    pub hosted_ui: Option<HostedUi>,
+}
+
+/// A user pool's hosted UI (`login.domain` and the keys only it uses).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostedUi {
+    /// `https://<prefix>.auth.<region>.amazoncognito.com` or a custom
+    /// domain; `/oauth2/authorize` and `/oauth2/token` are under it.
+    pub domain: Url,
+    /// `login.scopes` as written (`openid` is added when missing; never
+    /// `offline_access`, which Cognito refuses: its code grant always
+    /// returns a refresh token).
+    pub scopes: Option<Vec<String>>,
+    /// `login.identity_provider`: go straight to this federated IdP
+    /// (`identity_provider=` in the authorize request) instead of the
+    /// hosted UI's chooser.
+    pub identity_provider: Option<String>,
 }
 
 impl Default for SignIn {
@@ -257,6 +276,7 @@ impl Default for SignIn {
             prompt: Some("consent".into()),
             redirect_uri: None,
             auth_flow: PoolAuthFlow::default(),
+            hosted_ui: None,
         }
     }
 }

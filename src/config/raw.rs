@@ -113,6 +113,8 @@ pub struct RawLogin {
     pub token_store: Option<String>,
     pub guest_until_login: Option<bool>,
     pub auth_flow: Option<String>,
+    pub domain: Option<String>,
+    pub identity_provider: Option<String>,
 }
 
 /// `[profiles.<name>.aws]` as written.

@@ -453,3 +453,78 @@ fn sign_in_storage_guest_and_rotation_keys() {
     }
     assert!(c.to_string().contains("rotation = true"));
 }
+
+/// `login.domain` (a user pool's hosted UI) and the keys only it uses: the
+/// prefix expansion, the errors naming the key, the round trip through
+/// check-config, and that changing them restarts nothing.
+#[test]
+fn hosted_ui_keys() {
+    let pool = |extra: &str| {
+        GOOD.replace(
+            "kind = \"oidc\"\nissuer = \"https://idp.example.com/\"",
+            &format!("kind = \"cognito-user-pool\"\nuser_pool_id = \"eu-west-1_Abc\"\n{extra}"),
+        )
+    };
+    let plain = load_str(&pool(""), &env()).unwrap();
+    assert_eq!(plain.profiles["default"].sign_in.hosted_ui, None);
+    let c = load_str(
+        &pool(
+            "domain = \"myapp\"\nredirect_uri = \"http://localhost:8765/callback\"\n\
+             scopes = [\"email\"]\nidentity_provider = \"Google\"",
+        ),
+        &env(),
+    )
+    .unwrap();
+    let s = &c.profiles["default"].sign_in;
+    let h = s.hosted_ui.as_ref().unwrap();
+    assert_eq!(
+        h.domain.as_str(),
+        "https://myapp.auth.eu-west-1.amazoncognito.com/"
+    );
+    assert_eq!(h.identity_provider.as_deref(), Some("Google"));
+    assert_eq!(s.prompt, None, "Cognito gets no prompt unless asked");
+    assert_eq!(
+        crate::login::oidc::hosted_ui_scopes(h),
+        "openid email",
+        "openid added, offline_access never"
+    );
+    let again = super::load_str(&c.to_string(), Path::new("b.toml"), &env()).unwrap();
+    assert_eq!(again.profiles["default"].sign_in, *s);
+    assert!(ConfigDiff::between(&plain, &c).is_empty());
+
+    for (extra, key, says) in [
+        ("domain = \"myapp\"", "redirect_uri", "exactly"),
+        ("scopes = [\"email\"]", "scopes", "login.domain"),
+        (
+            "redirect_uri = \"http://localhost:8765/callback\"",
+            "redirect_uri",
+            "login.domain",
+        ),
+        (
+            "identity_provider = \"Google\"",
+            "identity_provider",
+            "login.domain",
+        ),
+        ("domain = \"My App\"", "domain", "prefix"),
+        ("domain = \"http://auth.example.com\"", "domain", "https"),
+        (
+            "domain = \"https://auth.example.com/oauth2/authorize\"",
+            "domain",
+            "path",
+        ),
+    ] {
+        let e = err_of(&pool(extra));
+        assert_eq!(
+            e.key.as_deref(),
+            Some(format!("profiles.default.login.{key}").as_str()),
+            "{extra}: {e}"
+        );
+        assert!(e.message.contains(says), "{extra}: {e}");
+    }
+    let e = err_of(&GOOD.replacen("kind = \"oidc\"", "kind = \"oidc\"\ndomain = \"myapp\"", 1));
+    assert_eq!(
+        e.key.as_deref(),
+        Some("profiles.default.login.domain"),
+        "{e}"
+    );
+}

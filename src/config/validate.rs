@@ -460,66 +460,181 @@ fn profile_region(
     Ok(region)
 }
 
-/// `login.prompt` and `login.redirect_uri` (OIDC), `login.auth_flow` (user
-/// pools): settings of `credbroker login` only.
+/// `login.prompt` and `login.redirect_uri` (OIDC, and user pools with a
+/// hosted UI), `login.auth_flow` and `login.domain` (user pools): settings of
+/// `credbroker login` only.
 fn validate_sign_in(v: &V<'_>, name: &str, rl: &RawLogin) -> Result<SignIn, ConfigError> {
+    let kind = rl.kind.as_deref().unwrap_or("");
+    match kind {
+        "oidc" => {
+            reject_keys(
+                v,
+                name,
+                &[
+                    ("domain", rl.domain.is_some()),
+                    ("identity_provider", rl.identity_provider.is_some()),
+                ],
+                kind,
+            )?;
+            Ok(SignIn {
+                prompt: sign_in_prompt(v, name, rl, SignIn::default().prompt)?,
+                redirect_uri: sign_in_redirect(v, name, rl)?,
+                auth_flow: PoolAuthFlow::default(),
+                hosted_ui: None,
+            })
+        }
+        "cognito-user-pool" => validate_pool_sign_in(v, name, rl),
+        _ => {
+            reject_keys(
+                v,
+                name,
+                &[
+                    ("prompt", rl.prompt.is_some()),
+                    ("redirect_uri", rl.redirect_uri.is_some()),
+                    ("auth_flow", rl.auth_flow.is_some()),
+                    ("domain", rl.domain.is_some()),
+                    ("identity_provider", rl.identity_provider.is_some()),
+                ],
+                kind,
+            )?;
+            Ok(SignIn::default())
+        }
+    }
+}
+
+/// A user pool's sign-in: `login.auth_flow` (password sign-in), and
+/// `login.domain` with the keys only the hosted UI uses.
+fn validate_pool_sign_in(v: &V<'_>, name: &str, rl: &RawLogin) -> Result<SignIn, ConfigError> {
     let k = |s: &str| format!("profiles.{name}.login.{s}");
-    if rl.kind.as_deref() != Some("oidc") {
-        let kind = rl.kind.as_deref().unwrap_or("");
-        reject_keys(
-            v,
-            name,
-            &[
-                ("prompt", rl.prompt.is_some()),
-                ("redirect_uri", rl.redirect_uri.is_some()),
-                (
-                    "auth_flow",
-                    rl.auth_flow.is_some() && kind != "cognito-user-pool",
-                ),
-            ],
-            kind,
-        )?;
-        let auth_flow = match rl.auth_flow.as_deref() {
-            None | Some("password") => PoolAuthFlow::Password,
-            Some("srp") => PoolAuthFlow::Srp,
-            Some(other) => {
+    let auth_flow = match rl.auth_flow.as_deref() {
+        None | Some("password") => PoolAuthFlow::Password,
+        Some("srp") => PoolAuthFlow::Srp,
+        Some(other) => {
+            return Err(v.err(
+                k("auth_flow"),
+                format!("unknown auth_flow {other:?}; expected \"password\" (USER_PASSWORD_AUTH) or \"srp\" (USER_SRP_AUTH)"),
+            ));
+        }
+    };
+    let Some(raw_domain) = rl.domain.as_deref() else {
+        for (key, present) in [
+            ("prompt", rl.prompt.is_some()),
+            ("redirect_uri", rl.redirect_uri.is_some()),
+            ("scopes", rl.scopes.is_some()),
+            ("identity_provider", rl.identity_provider.is_some()),
+        ] {
+            if present {
                 return Err(v.err(
-                    k("auth_flow"),
-                    format!("unknown auth_flow {other:?}; expected \"password\" (USER_PASSWORD_AUTH) or \"srp\" (USER_SRP_AUTH)"),
+                    k(key),
+                    "used only with login.domain (browser sign-in through the user pool's hosted UI)",
                 ));
             }
-        };
+        }
         return Ok(SignIn {
             auth_flow,
             ..SignIn::default()
         });
+    };
+    let domain = pool_domain(v, &k("domain"), raw_domain, rl.user_pool_id.as_deref())?;
+    let redirect_uri = sign_in_redirect(v, name, rl)?.ok_or_else(|| {
+        v.err(
+            k("redirect_uri"),
+            "required with login.domain: Cognito accepts only a callback URL registered in the \
+             app client, exactly; register e.g. http://localhost:8765/callback there and set \
+             the same URL here",
+        )
+    })?;
+    if let Some(idp) = &rl.identity_provider
+        && (idp.is_empty() || idp.len() > 128 || idp.chars().any(char::is_control))
+    {
+        return Err(v.err(
+            k("identity_provider"),
+            format!("invalid identity provider name {idp:?}"),
+        ));
     }
-    let prompt = match rl.prompt.as_deref() {
-        None => SignIn::default().prompt,
-        Some("") => None,
+    Ok(SignIn {
+        prompt: sign_in_prompt(v, name, rl, None)?,
+        redirect_uri: Some(redirect_uri),
+        auth_flow,
+        hosted_ui: Some(HostedUi {
+            domain,
+            scopes: rl.scopes.as_ref().map(|l| l.0.clone()),
+            identity_provider: rl.identity_provider.clone(),
+        }),
+    })
+}
+
+/// `login.domain`: a URL (https, or http on loopback for tests), or a bare
+/// Cognito domain prefix, expanded to
+/// `https://<prefix>.auth.<region>.amazoncognito.com` with the pool's region.
+fn pool_domain(v: &V<'_>, key: &str, raw: &str, pool: Option<&str>) -> Result<Url, ConfigError> {
+    let url = if raw.contains("://") {
+        v.upstream_url(raw, key)?
+    } else {
+        let prefix_ok = !raw.is_empty()
+            && raw.len() <= 63
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !prefix_ok {
+            return Err(v.err(
+                key,
+                format!("invalid domain {raw:?}: a URL such as \"https://auth.example.com\", or a Cognito domain prefix (lowercase letters, digits, hyphens)"),
+            ));
+        }
+        let region = pool
+            .and_then(|p| p.split_once('_'))
+            .map(|(r, _)| r)
+            .filter(|r| !r.is_empty())
+            .ok_or_else(|| {
+                v.err(
+                    key,
+                    "a bare domain prefix needs login.user_pool_id (its region names the domain)",
+                )
+            })?;
+        v.upstream_url(
+            &format!("https://{raw}.auth.{region}.amazoncognito.com"),
+            key,
+        )?
+    };
+    if !matches!(url.path(), "" | "/") || url.query().is_some() || url.fragment().is_some() {
+        return Err(v.err(
+            key,
+            format!("{raw:?} has a path or query; give only the domain (the /oauth2/... paths are added)"),
+        ));
+    }
+    Ok(url)
+}
+
+/// `login.prompt`: `default` when unset, `None` for `""`.
+fn sign_in_prompt(
+    v: &V<'_>,
+    name: &str,
+    rl: &RawLogin,
+    default: Option<String>,
+) -> Result<Option<String>, ConfigError> {
+    match rl.prompt.as_deref() {
+        None => Ok(default),
+        Some("") => Ok(None),
         Some(p)
             if p.split(' ')
                 .all(|w| ["none", "login", "consent", "select_account"].contains(&w)) =>
         {
-            Some(p.to_owned())
+            Ok(Some(p.to_owned()))
         }
-        Some(p) => {
-            return Err(v.err(
-                k("prompt"),
-                format!("invalid prompt {p:?}: \"consent\", \"login\", \"select_account\", \"none\" or \"\" (send none)"),
-            ));
-        }
-    };
-    let redirect_uri = rl
-        .redirect_uri
+        Some(p) => Err(v.err(
+            format!("profiles.{name}.login.prompt"),
+            format!("invalid prompt {p:?}: \"consent\", \"login\", \"select_account\", \"none\" or \"\" (send none)"),
+        )),
+    }
+}
+
+/// `login.redirect_uri`, validated as a loopback redirect.
+fn sign_in_redirect(v: &V<'_>, name: &str, rl: &RawLogin) -> Result<Option<Url>, ConfigError> {
+    rl.redirect_uri
         .as_deref()
-        .map(|u| loopback_redirect(v, u, &k("redirect_uri")))
-        .transpose()?;
-    Ok(SignIn {
-        prompt,
-        redirect_uri,
-        auth_flow: PoolAuthFlow::default(),
-    })
+        .map(|u| loopback_redirect(v, u, &format!("profiles.{name}.login.redirect_uri")))
+        .transpose()
 }
 
 /// RFC 8252 §7.3: `http://127.0.0.1:PORT/path` (or `[::1]`, `localhost`).
@@ -659,7 +774,6 @@ fn validate_user_pool(
         &[
             ("issuer", rl.issuer.is_some()),
             ("token_endpoint", rl.token_endpoint.is_some()),
-            ("scopes", rl.scopes.is_some()),
         ],
         "cognito-user-pool",
     )?;

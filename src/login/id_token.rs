@@ -35,6 +35,10 @@ pub struct Verified {
     pub sub: String,
     /// Expiry, seconds since the epoch.
     pub exp: u64,
+    /// Cognito's `token_use` (`id` or `access`), when present.
+    pub token_use: Option<String>,
+    /// Cognito's `cognito:username`, when present.
+    pub cognito_username: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -42,6 +46,9 @@ struct Claims {
     sub: String,
     exp: u64,
     nonce: Option<String>,
+    token_use: Option<String>,
+    #[serde(rename = "cognito:username")]
+    cognito_username: Option<String>,
 }
 
 /// Why an id_token was refused (secret-free: never the token itself).
@@ -87,6 +94,8 @@ pub fn verify(
     Ok(Verified {
         sub: claims.sub,
         exp: claims.exp,
+        token_use: claims.token_use,
+        cognito_username: claims.cognito_username,
     })
 }
 

@@ -2,7 +2,8 @@
 //! terminal — never by the daemon, which only ever refreshes.
 //!
 //! * [`sign_in`]: the profile's IdP flow ([`oidc`]: device grant, or code +
-//!   PKCE through the browser and a loopback [`redirect`]), the id_token
+//!   PKCE through the browser and a loopback [`redirect`], also at a user
+//!   pool's hosted UI; [`userpool`]: a password or SRP), the id_token
 //!   checked ([`id_token`]), then the refresh token stored where the daemon
 //!   reads it (the profile's token store) and the cached identity id dropped
 //!   (it belongs to whoever signed in before).
@@ -138,6 +139,9 @@ pub enum Method {
         /// Launch the system browser.
         open: bool,
     },
+    /// A user pool's username and password (`InitiateAuth`), not its
+    /// hosted UI.
+    Password,
 }
 
 /// Whether this machine can open a browser for the user: a desktop session,
@@ -154,9 +158,11 @@ pub fn can_open_browser(env: &crate::config::Env) -> bool {
 }
 
 /// Run the profile's sign-in and store the refresh token: OIDC through
-/// `method`, a user pool with a password (`ask`).
+/// `method`; a user pool through its hosted UI (`Method::Browser`) or with
+/// a password (`Method::Password`, answered by `ask`).
 pub async fn sign_in(
     profile: &ProfileConfig,
+    env: &crate::config::Env,
     method: Method,
     ui: &mut dyn Progress,
     ask: &mut dyn Ask,
@@ -168,12 +174,17 @@ pub async fn sign_in(
             let done = match method {
                 Method::Device => idp.device(ui).await?,
                 Method::Browser { open } => idp.code(&profile.sign_in, open, ui).await?,
+                Method::Password => {
+                    return Err(Error::Usage(format!(
+                        "{key}: --password is for Cognito user pools; an OpenID provider signs in with --device or --browser"
+                    )));
+                }
             };
             (&cfg.refresh_token_file, done)
         }
         LoginConfig::UserPool(cfg) => (
             &cfg.refresh_token_file,
-            userpool::sign_in(profile, cfg, ask).await?,
+            user_pool(profile, env, cfg, method, ui, ask).await?,
         ),
         LoginConfig::None => {
             return Err(Error::Usage(format!(
@@ -184,6 +195,46 @@ pub async fn sign_in(
     };
     store(profile, file, &done.refresh_token)?;
     Ok(done.subject)
+}
+
+/// A user pool's sign-in: its hosted UI in a browser (`login.domain`), or a
+/// username and password.
+async fn user_pool(
+    profile: &ProfileConfig,
+    env: &crate::config::Env,
+    cfg: &crate::config::UserPoolConfig,
+    method: Method,
+    ui: &mut dyn Progress,
+    ask: &mut dyn Ask,
+) -> Result<SignedIn, Error> {
+    let key = format!("profiles.{}.login", profile.name);
+    match (&profile.sign_in.hosted_ui, method) {
+        (Some(ui_cfg), Method::Browser { open }) => {
+            // The pool's keys are where the SDK would call it (moto in tests).
+            let idp =
+                crate::upstream::aws::endpoint_override(profile, env, "COGNITO_IDENTITY_PROVIDER")
+                    .map(|(u, from)| {
+                        url::Url::parse(&u).map_err(|e| Error::Usage(format!("{from}: {e}")))
+                    })
+                    .transpose()?;
+            oidc::Provider::hosted_ui(cfg, ui_cfg, idp.as_ref())?
+                .code(&profile.sign_in, open, ui)
+                .await
+        }
+        (Some(_), Method::Device) => Err(Error::Usage(
+            "a Cognito user pool's hosted UI has no device authorization grant: \
+                 use --no-browser (print the URL; over SSH, forward the login.redirect_uri \
+                 port with ssh -L) or --password"
+                .into(),
+        )),
+        (None, Method::Device | Method::Browser { .. }) => Err(Error::Usage(format!(
+            "{key}.domain is not set, so profile {:?} signs in with a username and \
+                 password (--password); set login.domain for browser sign-in through the \
+                 user pool's hosted UI",
+            profile.name
+        ))),
+        (_, Method::Password) => userpool::sign_in(profile, cfg, ask).await,
+    }
 }
 
 /// The profile's token store (`login.token_store`), if it has a sign-in.

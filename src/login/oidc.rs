@@ -11,7 +11,11 @@
 //!   `iss` checked when the IdP sends it;
 //! * the id_token validated ([`super::id_token`]); a response without a
 //!   refresh token is an error naming the IdP setting that is missing;
-//! * RFC 7009 revocation for `logout`.
+//! * RFC 7009 revocation for `logout`;
+//! * a Cognito user pool's **hosted UI** ([`Provider::hosted_ui`]): the same
+//!   code + PKCE flow at the pool's domain (no discovery there, no device
+//!   grant, never `offline_access`), the id_token checked against the
+//!   pool's JWKS and issuer, and required to be an id token.
 //!
 //! Written over reqwest rather than the `oauth2` crate: oauth2 5 would add a
 //! second copy of rand, sha2, base64 and chrono, its typed token response has
@@ -28,8 +32,9 @@ use serde::Deserialize;
 use sha2::Digest;
 use url::Url;
 
+use super::id_token::Verified;
 use super::{Error, Progress, SignedIn, redirect};
-use crate::config::{OidcConfig, SignIn};
+use crate::config::{HostedUi, OidcConfig, SignIn, UserPoolConfig};
 use crate::net::check_upstream_url;
 use crate::secret::{ExposeSecret, SecretString, secret};
 use crate::upstream::oidc::{OAuthError, TokenResponse};
@@ -69,10 +74,35 @@ enum Answer {
     OAuth(String, String),
 }
 
-/// An OpenID provider as discovered for one profile's login settings.
+/// Which kind of authorization server this is: the messages differ.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Flavour {
+    /// An OpenID provider found by discovery.
+    Oidc,
+    /// A Cognito user pool's hosted UI: no discovery at the domain, no device
+    /// grant, no `offline_access`; the id_token must be an id token
+    /// (`token_use = "id"`) and, with a client secret, its user must be
+    /// `login.username` (the daemon's `SECRET_HASH` is computed from it).
+    HostedUi {
+        /// `login.username`, when set.
+        username: Option<String>,
+    },
+}
+
+/// The OAuth client a profile signs in as.
+struct Client {
+    id: String,
+    secret_file: Option<std::path::PathBuf>,
+}
+
+/// An authorization server for one profile's sign-in: an OpenID provider
+/// as discovered, or a user pool's hosted UI.
 pub struct Provider {
     http: reqwest::Client,
-    cfg: OidcConfig,
+    client: Client,
+    /// The `scope` of a sign-in.
+    scopes: String,
+    flavour: Flavour,
     issuer: String,
     token_endpoint: Url,
     authorization_endpoint: Option<Url>,
@@ -174,7 +204,64 @@ impl Provider {
             )?,
             jwks_uri: endpoint(d.jwks_uri.as_deref(), "jwks_uri")?,
             revocation_endpoint: endpoint(d.revocation_endpoint.as_deref(), "revocation_endpoint")?,
-            cfg: cfg.clone(),
+            client: Client {
+                id: cfg.client_id.clone(),
+                secret_file: cfg.client_secret_file.clone(),
+            },
+            scopes: sign_in_scopes(cfg),
+            flavour: Flavour::Oidc,
+        })
+    }
+
+    /// A user pool's hosted UI (`login.domain`): the OAuth endpoints under
+    /// the domain, the issuer and JWKS of the pool (Cognito publishes no
+    /// discovery document at the domain, and none with a device grant).
+    /// `idp_base` is the cognito-idp endpoint (`aws.endpoint_url` when set).
+    pub fn hosted_ui(
+        pool: &UserPoolConfig,
+        ui: &HostedUi,
+        idp_base: Option<&Url>,
+    ) -> Result<Provider, Error> {
+        let region = pool
+            .user_pool_id
+            .split_once('_')
+            .map(|(r, _)| r)
+            .unwrap_or_default();
+        let issuer = format!(
+            "https://cognito-idp.{region}.amazonaws.com/{}",
+            pool.user_pool_id
+        );
+        let base = idp_base.map_or_else(
+            || format!("https://cognito-idp.{region}.amazonaws.com"),
+            |u| u.as_str().trim_end_matches('/').to_owned(),
+        );
+        let under = |path: &str| {
+            ui.domain
+                .join(path)
+                .map_err(|e| Error::Usage(format!("login.domain: {e}")))
+        };
+        let jwks = Url::parse(&format!(
+            "{base}/{}/.well-known/jwks.json",
+            pool.user_pool_id
+        ))
+        .map_err(|e| Error::Usage(format!("aws.endpoint_url: {e}")))?;
+        check_upstream_url(&jwks).map_err(|m| Error::Usage(format!("the pool's JWKS: {m}")))?;
+        Ok(Provider {
+            http: crate::upstream::oidc::http_client().map_err(|e| Error::Local(e.to_string()))?,
+            client: Client {
+                id: pool.client_id.clone(),
+                secret_file: pool.client_secret_file.clone(),
+            },
+            scopes: hosted_ui_scopes(ui),
+            flavour: Flavour::HostedUi {
+                username: pool.username.clone(),
+            },
+            issuer,
+            token_endpoint: under("oauth2/token")?,
+            authorization_endpoint: Some(under("oauth2/authorize")?),
+            device_endpoint: None,
+            jwks_uri: Some(jwks),
+            revocation_endpoint: Some(under("oauth2/revoke")?),
         })
     }
 
@@ -191,15 +278,15 @@ impl Provider {
         what: &str,
         mut form: Vec<(&str, &str)>,
     ) -> Result<reqwest::Response, Error> {
-        let client_secret = read_client_secret(self.cfg.client_secret_file.as_deref())
+        let client_secret = read_client_secret(self.client.secret_file.as_deref())
             .map_err(|e| Error::Usage(e.to_string()))?;
         let mut req = self
             .http
             .post(url.clone())
             .header(ACCEPT, "application/json");
         match &client_secret {
-            Some(s) => req = req.basic_auth(&self.cfg.client_id, Some(s.expose_secret())),
-            None => form.push(("client_id", &self.cfg.client_id)),
+            Some(s) => req = req.basic_auth(&self.client.id, Some(s.expose_secret())),
+            None => form.push(("client_id", &self.client.id)),
         }
         req.form(&form)
             .send()
@@ -245,9 +332,8 @@ impl Provider {
                     .into(),
             )
         })?;
-        let scope = sign_in_scopes(&self.cfg);
         let resp = self
-            .post(url, "device authorization", vec![("scope", &scope)])
+            .post(url, "device authorization", vec![("scope", &self.scopes)])
             .await?;
         if !resp.status().is_success() {
             let status = resp.status();
@@ -259,7 +345,7 @@ impl Provider {
             return Err(Error::Protocol(format!(
                 "the identity provider refused the device authorization request ({why}): \
                  is the device grant enabled for client {:?}?",
-                self.cfg.client_id
+                self.client.id
             )));
         }
         let auth: DeviceAuth = resp.json().await.map_err(|_| {
@@ -306,7 +392,7 @@ impl Provider {
                         "the sign-in was denied at the identity provider (access_denied)".into(),
                     ));
                 }
-                Answer::OAuth(code, desc) => return Err(refused(&code, &desc, &self.cfg)),
+                Answer::OAuth(code, desc) => return Err(self.refused(&code, &desc)),
             }
         }
     }
@@ -329,23 +415,22 @@ impl Provider {
         let verifier = secret(random_b64(32)?);
         let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .encode(sha2::Sha256::digest(verifier.expose_secret().as_bytes()));
-        let mut url = auth_url.clone();
-        {
-            let mut q = url.query_pairs_mut();
-            q.append_pair("response_type", "code")
-                .append_pair("client_id", &self.cfg.client_id)
-                .append_pair("redirect_uri", &redirect_uri)
-                .append_pair("scope", &sign_in_scopes(&self.cfg))
-                .append_pair("state", &state)
-                .append_pair("nonce", &nonce)
-                .append_pair("code_challenge", &challenge)
-                .append_pair("code_challenge_method", "S256");
-            if let Some(p) = &sign_in.prompt {
-                q.append_pair("prompt", p);
-            }
-        }
+        let url = self.authorize_url(auth_url, sign_in, &redirect_uri, &state, &nonce, &challenge);
         let opened = open_browser && webbrowser::open(url.as_str()).is_ok();
         ui.browser_url(url.as_str(), opened);
+        if let Flavour::HostedUi { .. } = self.flavour {
+            ui.note(&format!(
+                "(The hosted UI redirects only to callback URLs registered in app client {:?}: if \
+                 it shows redirect_mismatch, register {redirect_uri} there.)",
+                self.client.id
+            ));
+            if !opened && let Some(port) = listener.redirect_uri().port() {
+                ui.note(&format!(
+                    "(Signing in from another machine? Forward the port first: \
+                     ssh -L {port}:localhost:{port} THIS-HOST)"
+                ));
+            }
+        }
         let code = listener.wait(&state, &self.issuer, ui).await?;
         let form = vec![
             ("grant_type", "authorization_code"),
@@ -355,29 +440,74 @@ impl Provider {
         ];
         match self.token(form).await? {
             Answer::Tokens(t) => self.finish(t, Some(&nonce)).await,
-            Answer::OAuth(code, desc) => Err(refused(&code, &desc, &self.cfg)),
+            Answer::OAuth(code, desc) => Err(self.refused(&code, &desc)),
         }
+    }
+
+    /// The authorization request (RFC 6749 §4.1.1 with PKCE and `nonce`).
+    fn authorize_url(
+        &self,
+        base: &Url,
+        sign_in: &SignIn,
+        redirect_uri: &str,
+        state: &str,
+        nonce: &str,
+        challenge: &str,
+    ) -> Url {
+        let mut url = base.clone();
+        let mut q = url.query_pairs_mut();
+        q.append_pair("response_type", "code")
+            .append_pair("client_id", &self.client.id)
+            .append_pair("redirect_uri", redirect_uri)
+            .append_pair("scope", &self.scopes)
+            .append_pair("state", state)
+            .append_pair("nonce", nonce)
+            .append_pair("code_challenge", challenge)
+            .append_pair("code_challenge_method", "S256");
+        if let Some(p) = &sign_in.prompt {
+            q.append_pair("prompt", p);
+        }
+        if let Some(idp) = sign_in
+            .hosted_ui
+            .as_ref()
+            .and_then(|h| h.identity_provider.as_deref())
+        {
+            q.append_pair("identity_provider", idp);
+        }
+        drop(q);
+        url
     }
 
     /// Check what a sign-in returned: a refresh token, and a valid id_token.
     async fn finish(&self, t: TokenResponse, nonce: Option<&str>) -> Result<SignedIn, Error> {
         let rt = t.refresh_token.filter(|r| !r.is_empty()).ok_or_else(|| {
-            Error::Protocol(format!(
-                "the identity provider issued no refresh token: allow the refresh_token grant \
-                 and the offline_access scope for client {:?} (some IdPs, oidc-provider among \
-                 them, also need login.prompt = \"consent\")",
-                self.cfg.client_id
-            ))
+            Error::Protocol(match self.flavour {
+                Flavour::Oidc => format!(
+                    "the identity provider issued no refresh token: allow the refresh_token \
+                     grant and the offline_access scope for client {:?} (some IdPs, \
+                     oidc-provider among them, also need login.prompt = \"consent\")",
+                    self.client.id
+                ),
+                Flavour::HostedUi { .. } => format!(
+                    "the user pool issued no refresh token: give app client {:?} a refresh \
+                     token validity (and ALLOW_REFRESH_TOKEN_AUTH)",
+                    self.client.id
+                ),
+            })
         })?;
         let id = t.id_token.ok_or_else(|| {
             Error::Protocol("the identity provider issued no id_token (is openid allowed?)".into())
         })?;
         let jwks = self.jwks().await?;
-        let v = super::id_token::verify(&id, &jwks, &self.issuer, &self.cfg.client_id, nonce)
+        let v = super::id_token::verify(&id, &jwks, &self.issuer, &self.client.id, nonce)
             .map_err(|e| Error::Protocol(e.to_string()))?;
+        let subject = match &self.flavour {
+            Flavour::Oidc => v.sub,
+            Flavour::HostedUi { username } => hosted_ui_user(v, username.as_deref())?,
+        };
         Ok(SignedIn {
             refresh_token: secret(rt),
-            subject: v.sub,
+            subject,
         })
     }
 
@@ -423,19 +553,62 @@ impl Provider {
     }
 }
 
-/// An OAuth error from the token endpoint during a sign-in.
-fn refused(code: &str, desc: &str, cfg: &OidcConfig) -> Error {
-    match code {
-        "invalid_client" | "unauthorized_client" => Error::Usage(format!(
-            "the identity provider rejected the client ({code}): check login.client_id \
-             ({:?}) and login.client_secret_file",
-            cfg.client_id
-        )),
-        "access_denied" => Error::Denied(format!("the sign-in was denied ({code})")),
-        _ => Error::Protocol(format!(
-            "the identity provider refused the sign-in ({code}{}{desc})",
-            if desc.is_empty() { "" } else { ": " }
-        )),
+impl Provider {
+    /// An OAuth error from the token endpoint during a sign-in.
+    fn refused(&self, code: &str, desc: &str) -> Error {
+        let secret_key = match self.flavour {
+            Flavour::Oidc => "login.client_secret_file",
+            Flavour::HostedUi { .. } => "login.client_secret_file (the app client's secret)",
+        };
+        match code {
+            "invalid_client" | "unauthorized_client" => Error::Usage(format!(
+                "the identity provider rejected the client ({code}): check login.client_id \
+                 ({:?}) and {secret_key}",
+                self.client.id
+            )),
+            "invalid_scope" => Error::Usage(format!(
+                "the identity provider refused the scopes {:?} ({code}): allow them for client \
+                 {:?}, or change login.scopes",
+                self.scopes, self.client.id
+            )),
+            "access_denied" => Error::Denied(format!("the sign-in was denied ({code})")),
+            _ => Error::Protocol(format!(
+                "the identity provider refused the sign-in ({code}{}{desc})",
+                if desc.is_empty() { "" } else { ": " }
+            )),
+        }
+    }
+}
+
+/// The scopes of a hosted-UI sign-in: `login.scopes` with `openid` added
+/// when missing (the default is `openid` alone).
+/// Never `offline_access`: Cognito refuses scopes the app client does not
+/// list, and its code grant returns a refresh token without one.
+pub fn hosted_ui_scopes(ui: &HostedUi) -> String {
+    let mut scopes = ui.scopes.clone().unwrap_or_default();
+    if !scopes.iter().any(|s| s == "openid") {
+        scopes.insert(0, "openid".into());
+    }
+    scopes.join(" ")
+}
+
+/// A hosted-UI id_token's user: it must be an id token (Cognito's access
+/// tokens are JWTs signed with the same key), and, when `login.username` is
+/// set, be that user — the daemon's `SECRET_HASH` names it.
+fn hosted_ui_user(v: Verified, want: Option<&str>) -> Result<String, Error> {
+    if v.token_use.as_deref() != Some("id") {
+        return Err(Error::Protocol(format!(
+            "the user pool's id_token has token_use {:?}, not \"id\"",
+            v.token_use.as_deref().unwrap_or("")
+        )));
+    }
+    let user = v.cognito_username.unwrap_or(v.sub);
+    match want {
+        Some(w) if w != user => Err(Error::Usage(format!(
+            "signed in as {user:?}, but login.username is {w:?}: sign in as {w:?}, or set \
+             login.username = {user:?}"
+        ))),
+        _ => Ok(user),
     }
 }
 
@@ -466,5 +639,92 @@ mod tests {
         let b = random_b64(32).unwrap();
         assert_eq!(a.len(), 43, "RFC 7636 §4.1: 43..128 characters");
         assert_ne!(a, b);
+    }
+
+    fn pool() -> (UserPoolConfig, HostedUi) {
+        let pool = UserPoolConfig {
+            user_pool_id: "eu-west-1_Abc".into(),
+            client_id: "app".into(),
+            client_secret_file: None,
+            username: Some("alice".into()),
+            refresh_token_file: "/x".into(),
+            token_store: Default::default(),
+            guest_until_login: false,
+            rotation: None,
+        };
+        let ui = HostedUi {
+            domain: Url::parse("https://myapp.auth.eu-west-1.amazoncognito.com").unwrap(),
+            scopes: Some(vec!["email".into()]),
+            identity_provider: Some("Google".into()),
+        };
+        (pool, ui)
+    }
+
+    #[test]
+    fn hosted_ui_endpoints_issuer_and_authorize_request() {
+        let (pool, ui) = pool();
+        let p = Provider::hosted_ui(&pool, &ui, None).unwrap();
+        assert_eq!(
+            p.issuer,
+            "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_Abc"
+        );
+        assert_eq!(
+            p.token_endpoint.as_str(),
+            "https://myapp.auth.eu-west-1.amazoncognito.com/oauth2/token"
+        );
+        assert_eq!(
+            p.jwks_uri.as_ref().unwrap().as_str(),
+            "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_Abc/.well-known/jwks.json"
+        );
+        assert!(!p.has_device_flow(), "Cognito has no device grant");
+        let local = Url::parse("http://127.0.0.1:5000/").unwrap();
+        let p2 = Provider::hosted_ui(&pool, &ui, Some(&local)).unwrap();
+        assert_eq!(
+            p2.jwks_uri.as_ref().unwrap().as_str(),
+            "http://127.0.0.1:5000/eu-west-1_Abc/.well-known/jwks.json",
+            "aws.endpoint_url serves the pool's keys"
+        );
+        let sign_in = SignIn {
+            prompt: None,
+            hosted_ui: Some(ui),
+            ..SignIn::default()
+        };
+        let url = p.authorize_url(
+            p.authorization_endpoint.as_ref().unwrap(),
+            &sign_in,
+            "http://localhost:8765/callback",
+            "st",
+            "no",
+            "ch",
+        );
+        let q: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
+        assert_eq!(url.path(), "/oauth2/authorize");
+        assert_eq!(q["scope"], "openid email");
+        assert_eq!(q["identity_provider"], "Google");
+        assert_eq!(q["code_challenge_method"], "S256");
+        assert_eq!(q["redirect_uri"], "http://localhost:8765/callback");
+        assert!(!q.contains_key("prompt"));
+    }
+
+    #[test]
+    fn a_hosted_ui_token_must_be_an_id_token_of_login_username() {
+        let v = |use_: &str, user: &str| Verified {
+            sub: "s-1".into(),
+            exp: 0,
+            token_use: Some(use_.into()),
+            cognito_username: Some(user.into()),
+        };
+        assert_eq!(
+            hosted_ui_user(v("id", "alice"), Some("alice")).unwrap(),
+            "alice"
+        );
+        assert_eq!(hosted_ui_user(v("id", "bob"), None).unwrap(), "bob");
+        let e = hosted_ui_user(v("access", "alice"), None).unwrap_err();
+        assert!(e.to_string().contains("token_use"), "{e}");
+        let e = hosted_ui_user(v("id", "bob"), Some("alice")).unwrap_err();
+        assert!(
+            matches!(e, Error::Usage(_)) && e.to_string().contains("login.username"),
+            "{e}"
+        );
     }
 }

@@ -209,6 +209,12 @@ async fn callback(
         let err = shown(err);
         let e = if err == "access_denied" {
             Error::Denied("the sign-in was denied at the identity provider (access_denied)".into())
+        } else if err == "invalid_scope" {
+            Error::Usage(
+                "the identity provider refused the scopes asked for (invalid_scope): allow them \
+                 for the client, or change login.scopes"
+                    .into(),
+            )
         } else {
             let desc = q
                 .get("error_description")

@@ -41,6 +41,26 @@ pub async fn sdk_config(profile: &ProfileConfig) -> aws_config::SdkConfig {
     loader.load().await
 }
 
+/// The endpoint override the SDK honours for one service (`suffix` as in
+/// `AWS_ENDPOINT_URL_<SUFFIX>`), and where it came from: the profile's
+/// `endpoint_url`, then the service's variable, then `AWS_ENDPOINT_URL`.
+/// `None`: the regional endpoint.
+pub fn endpoint_override(
+    p: &ProfileConfig,
+    env: &crate::config::Env,
+    suffix: &str,
+) -> Option<(String, String)> {
+    let var = |k: &str| env.get(k).filter(|v| !v.trim().is_empty()).cloned();
+    let service_var = format!("AWS_ENDPOINT_URL_{suffix}");
+    if let Some(u) = &p.endpoint_url {
+        Some((u.to_string(), format!("profiles.{}.endpoint_url", p.name)))
+    } else if let Some(u) = var(&service_var) {
+        Some((u, service_var))
+    } else {
+        var("AWS_ENDPOINT_URL").map(|u| (u, "AWS_ENDPOINT_URL".into()))
+    }
+}
+
 /// Convert an SDK timestamp.
 pub fn to_system_time(dt: &aws_smithy_types::DateTime) -> Option<SystemTime> {
     SystemTime::try_from(*dt).ok()

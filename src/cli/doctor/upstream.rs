@@ -222,20 +222,12 @@ fn services(p: &ProfileConfig) -> Vec<(&'static str, &'static str, &'static str)
 
 /// The endpoint the daemon's SDK would use for a service, and where it came from.
 pub fn endpoint(p: &ProfileConfig, env: &Env, suffix: &str, host: &str) -> (String, String) {
-    let var = |k: &str| env.get(k).filter(|v| !v.trim().is_empty()).cloned();
-    let service_var = format!("AWS_ENDPOINT_URL_{suffix}");
-    if let Some(u) = &p.endpoint_url {
-        (u.to_string(), format!("profiles.{}.endpoint_url", p.name))
-    } else if let Some(u) = var(&service_var) {
-        (u, service_var)
-    } else if let Some(u) = var("AWS_ENDPOINT_URL") {
-        (u, "AWS_ENDPOINT_URL".into())
-    } else {
+    crate::upstream::aws::endpoint_override(p, env, suffix).unwrap_or_else(|| {
         (
             format!("https://{host}.{}.amazonaws.com/", p.region),
             "regional endpoint".into(),
         )
-    }
+    })
 }
 
 async fn aws(
