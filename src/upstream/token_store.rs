@@ -39,6 +39,12 @@ pub trait TokenStore: Send + Sync + std::fmt::Debug {
     /// The token may have been replaced behind our back (a sign-in): forget
     /// any copy kept in memory.
     fn changed(&self) {}
+    /// The store no longer holds `presented`: a sign-in wrote another token
+    /// (or a sign-out deleted it) while the exchange presenting it ran. A
+    /// store that cannot tell cheaply says `false`.
+    fn replaced_since(&self, _presented: &SecretString) -> bool {
+        false
+    }
     /// Where the token is, for messages (never the token).
     fn describe(&self) -> String;
     /// A login-required error that says what to do.
@@ -137,6 +143,17 @@ impl RotatingToken {
         let Some(new) = issued.filter(|n| !n.is_empty() && *n != presented.expose_secret()) else {
             return;
         };
+        // A `credbroker login` (or logout) that stored its token while this
+        // exchange ran wins: writing this rotation over it would put the old
+        // session back. (Not when the presented token was a pending one the
+        // store had refused: then the store holds an older, dead token.)
+        if self.pending.is_none() && self.store.replaced_since(presented) {
+            tracing::warn!(
+                store = %self.store.describe(),
+                "the refresh token was replaced or deleted while this refresh ran (a sign-in or sign-out); keeping that, not this refresh's rotated token"
+            );
+            return;
+        }
         // The prepared temp file first: one write makes the token
         // recoverable; anything else falls back to a plain save.
         if let Some(Prepared(w)) = prepared {
@@ -231,6 +248,15 @@ impl TokenStore for TokenFile {
             Err(e) => Err(UpstreamError::Local {
                 message: format!("cannot read {}: {e}", self.path.display()),
             }),
+        }
+    }
+
+    /// One small read per rotation (never per request): the file holds
+    /// another token, or none.
+    fn replaced_since(&self, presented: &SecretString) -> bool {
+        match fsutil::read_secret_file(&self.path) {
+            Ok(s) => s != presented.expose_secret(),
+            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
         }
     }
 
@@ -518,4 +544,40 @@ pub fn read_client_secret(path: Option<&Path>) -> Result<Option<SecretString>, U
             })
     })
     .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file_token(dir: &Path, token: &str) -> (PathBuf, RotatingToken) {
+        let path = dir.join("refresh-token");
+        fsutil::write_atomic_private(&path, token.as_bytes()).unwrap();
+        let store = open(StoreKind::File, &path, "oidc");
+        (path, RotatingToken::new(store))
+    }
+
+    /// A rotation is written; but a sign-in (or sign-out) that stored its
+    /// token while the exchange ran is not overwritten by the old session.
+    #[test]
+    fn a_rotation_never_overwrites_a_sign_in_made_during_the_exchange() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, mut rt) = file_token(dir.path(), "rt-A");
+        let presented = rt.current().unwrap();
+        let prepared = rt.prepare();
+        rt.rotated(&presented, Some("rt-A2"), prepared);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "rt-A2");
+
+        let presented = rt.current().unwrap();
+        let prepared = rt.prepare();
+        fsutil::write_atomic_private(&path, b"rt-B").unwrap(); // credbroker login
+        rt.rotated(&presented, Some("rt-A3"), prepared);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "rt-B");
+
+        let presented = rt.current().unwrap();
+        let prepared = rt.prepare();
+        std::fs::remove_file(&path).unwrap(); // credbroker logout
+        rt.rotated(&presented, Some("rt-B2"), prepared);
+        assert!(!path.exists(), "a sign-out stays signed out");
+    }
 }
