@@ -247,7 +247,7 @@ pub struct SignIn {
     /// A fixed loopback redirect URI (`login.redirect_uri`) for IdPs that
     /// need an exact registered one; else `http://127.0.0.1:<ephemeral>/callback`.
     pub redirect_uri: Option<Url>,
-    /// `login.auth_flow` (user pools): password or SRP.
+    /// `login.auth_flow` (user pools): SRP (the default) or password.
     pub auth_flow: PoolAuthFlow,
     /// `login.domain` (user pools): browser sign-in through the pool's
     /// hosted UI (managed login); `None` signs in with a password.
@@ -352,10 +352,13 @@ pub struct UserPoolConfig {
 /// `login.auth_flow` of a user pool: how `credbroker login` signs in.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum PoolAuthFlow {
-    /// `USER_PASSWORD_AUTH` (the password goes to Cognito over TLS).
-    #[default]
+    /// `USER_PASSWORD_AUTH` (the password goes to Cognito over TLS; the app
+    /// client needs `ALLOW_USER_PASSWORD_AUTH`, which is off by default).
     Password,
-    /// `USER_SRP_AUTH` (the password never leaves the machine).
+    /// `USER_SRP_AUTH` (the password never leaves the machine): the
+    /// default, as in the AWS SDKs and Amplify, and on by default in new
+    /// app clients.
+    #[default]
     Srp,
 }
 

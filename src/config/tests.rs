@@ -467,6 +467,11 @@ fn hosted_ui_keys() {
     };
     let plain = load_str(&pool(""), &env()).unwrap();
     assert_eq!(plain.profiles["default"].sign_in.hosted_ui, None);
+    assert_eq!(
+        plain.profiles["default"].sign_in.auth_flow,
+        PoolAuthFlow::Srp,
+        "SRP by default: the password never leaves the machine"
+    );
     let c = load_str(
         &pool(
             "domain = \"myapp\"\nredirect_uri = \"http://localhost:8765/callback\"\n\

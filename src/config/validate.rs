@@ -507,12 +507,12 @@ fn validate_sign_in(v: &V<'_>, name: &str, rl: &RawLogin) -> Result<SignIn, Conf
 fn validate_pool_sign_in(v: &V<'_>, name: &str, rl: &RawLogin) -> Result<SignIn, ConfigError> {
     let k = |s: &str| format!("profiles.{name}.login.{s}");
     let auth_flow = match rl.auth_flow.as_deref() {
-        None | Some("password") => PoolAuthFlow::Password,
-        Some("srp") => PoolAuthFlow::Srp,
+        None | Some("srp") => PoolAuthFlow::Srp,
+        Some("password") => PoolAuthFlow::Password,
         Some(other) => {
             return Err(v.err(
                 k("auth_flow"),
-                format!("unknown auth_flow {other:?}; expected \"password\" (USER_PASSWORD_AUTH) or \"srp\" (USER_SRP_AUTH)"),
+                format!("unknown auth_flow {other:?}; expected \"srp\" (USER_SRP_AUTH, the default) or \"password\" (USER_PASSWORD_AUTH)"),
             ));
         }
     };

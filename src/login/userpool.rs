@@ -1,12 +1,11 @@
 //! Cognito user-pool sign-in, run by `credbroker login` for a profile with
 //! `login.kind = "cognito-user-pool"`: `InitiateAuth USER_SRP_AUTH` and its
-//! `PASSWORD_VERIFIER` challenge (SRP: the password never leaves the
-//! machine; the arithmetic is the maintained `aws-cognito-srp` crate's, not
-//! ours; `login.auth_flow = "srp"`), or `USER_PASSWORD_AUTH` (the default:
-//! moto, the test stand-in, cannot check SRP signatures), with `SECRET_HASH`
-//! for app clients with a secret; then the MFA challenge (`SOFTWARE_TOKEN_MFA`,
-//! `SMS_MFA`) answered with a code the user types. Sign-out revokes with
-//! `RevokeToken`.
+//! `PASSWORD_VERIFIER` challenge (the default, `login.auth_flow = "srp"`:
+//! the password never leaves the machine; the arithmetic is the maintained
+//! `aws-cognito-srp` crate's, not ours), or `USER_PASSWORD_AUTH`
+//! (`login.auth_flow = "password"`), with `SECRET_HASH` for app clients
+//! with a secret; then the MFA challenge (`SOFTWARE_TOKEN_MFA`, `SMS_MFA`)
+//! answered with a code the user types. Sign-out revokes with `RevokeToken`.
 
 use aws_cognito_srp::{SrpClient, User, UserAuthenticationParameters, VerificationParameters};
 use aws_sdk_cognitoidentityprovider::operation::initiate_auth::InitiateAuthOutput;
@@ -40,7 +39,7 @@ where
                     Error::Denied(format!("{what}: the MFA code was not accepted ({code})"))
                 }
                 "InvalidParameterException" => Error::Usage(format!(
-                    "{what}: {code}: is the flow enabled for the app client (ALLOW_USER_PASSWORD_AUTH; or ALLOW_USER_SRP_AUTH with login.auth_flow = \"srp\")?"
+                    "{what}: {code}: is the flow enabled for the app client (ALLOW_USER_SRP_AUTH; or ALLOW_USER_PASSWORD_AUTH with login.auth_flow = \"password\")?"
                 )),
                 _ => Error::Protocol(format!("{what}: {code}")),
             }

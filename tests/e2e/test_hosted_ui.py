@@ -189,7 +189,7 @@ def test_hosted_ui_scope_the_client_does_not_allow(hosted):
 
 
 def test_hosted_ui_has_no_device_grant_and_password_still_works(hosted, moto):
-    d, ui, pool = hosted()
+    d, ui, pool = hosted(auth_flow="password")  # moto cannot run SRP
     p = d.cli("login", "--device")
     assert p.returncode == 64, p.stderr
     assert "no device authorization grant" in p.stderr and "--no-browser" in p.stderr

@@ -319,6 +319,8 @@ def test_login_without_daemon_says_how_to_start_it(signed_out_daemon):
 # --- Cognito user pools: password sign-in (moto) ------------------------------
 
 def _pool_daemon(moto, daemon_factory, **login_extra) -> h.Daemon:
+    # moto cannot run SRP (the default; test_srp.py covers it): the password flow.
+    login_extra.setdefault("auth_flow", "password")
     pool = moto.create_user_pool()
     identity_pool = moto.create_identity_pool(user_pools=[pool])
     d = daemon_factory(h.make_config(
@@ -334,8 +336,8 @@ def _pool_daemon(moto, daemon_factory, **login_extra) -> h.Daemon:
 
 @pytest.fixture
 def pool_daemon(moto, daemon_factory):
-    """A user-pool profile signing in with USER_PASSWORD_AUTH (the default;
-    moto cannot check USER_SRP_AUTH: its challenge is not real SRP)."""
+    """A user-pool profile signing in with USER_PASSWORD_AUTH (moto cannot
+    check USER_SRP_AUTH, the default: its challenge is not real SRP)."""
     return _pool_daemon(moto, daemon_factory)
 
 
