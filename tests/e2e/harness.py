@@ -30,8 +30,10 @@ import subprocess
 import sys
 import tempfile
 import time
+import threading
 import urllib.parse
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
@@ -609,6 +611,27 @@ def toml_dumps(data: Mapping[str, Any], _prefix: str = "") -> str:
         name = f"{_prefix}.{_toml_key(key)}" if _prefix else _toml_key(key)
         out += toml_dumps(value, name)
     return out
+
+
+class QuietHandler(BaseHTTPRequestHandler):
+    """A request handler that does not log each request to stderr."""
+
+    def log_message(self, *_a: Any) -> None:
+        pass
+
+
+class LoopbackServer:
+    """A test's own small HTTP server (a stand-in or a fault injector) on
+    127.0.0.1:<ephemeral>, serving from a thread until ``stop()``."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]):
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 def make_config(*, login: Mapping[str, Any], aws: Mapping[str, Any], profile: str = "default",

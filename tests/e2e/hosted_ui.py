@@ -35,11 +35,13 @@ import json
 import secrets
 import threading
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from joserfc import jwk, jwt
 from moto.utilities.utils import load_resource
+
+import harness as h
 
 
 class HostedUi:
@@ -56,23 +58,18 @@ class HostedUi:
         self._lock = threading.Lock()
         ui = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *_a):
-                pass
-
+        class Handler(h.QuietHandler):
             def do_GET(self):
                 ui._handle(self, "GET")
 
             def do_POST(self):
                 ui._handle(self, "POST")
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self._http = h.LoopbackServer(Handler)
+        self.url = self._http.url
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self._http.stop()
 
     # -- plumbing ----------------------------------------------------------
 

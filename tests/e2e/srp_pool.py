@@ -22,12 +22,12 @@ import hashlib
 import hmac
 import json
 import secrets
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from pycognito.aws_srp import (G_HEX, N_HEX, calculate_u, compute_hkdf, get_random, hash_sha256,
                                hex_hash, hex_to_long, long_to_hex, pad_hex)
+
+import harness as h
 
 BIG_N = hex_to_long(N_HEX)
 G = hex_to_long(G_HEX)
@@ -49,10 +49,7 @@ class SrpPool:
         self.calls: list[tuple[str, dict[str, Any]]] = []
         pool = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *_a):
-                pass
-
+        class Handler(h.QuietHandler):
             def do_POST(self):
                 n = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(n) or b"{}")
@@ -66,13 +63,11 @@ class SrpPool:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self._http = h.LoopbackServer(Handler)
+        self.url = self._http.url
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self._http.stop()
 
     @staticmethod
     def _error(kind: str, message: str) -> tuple[int, dict[str, str]]:

@@ -15,7 +15,6 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -206,10 +205,7 @@ class SlowDownProxy:
         self.polls: list[float] = []
         proxy = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *_a):
-                pass
-
+        class Handler(h.QuietHandler):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 form = dict(urllib.parse.parse_qsl(body.decode()))
@@ -229,13 +225,11 @@ class SlowDownProxy:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self._http = h.LoopbackServer(Handler)
+        self.url = self._http.url
 
     def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
+        self._http.stop()
 
 
 def test_device_login_slows_down_when_asked(moto, oidc, daemon_factory):
