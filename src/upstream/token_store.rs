@@ -45,6 +45,12 @@ pub trait TokenStore: Send + Sync + std::fmt::Debug {
     fn replaced_since(&self, _presented: &SecretString) -> bool {
         false
     }
+    /// Keep a rotated token that was not written because the store was
+    /// replaced meanwhile, where a person can still find it: its place, or
+    /// `None` when it could not be kept.
+    fn keep_superseded(&self, _token: &SecretString) -> Option<String> {
+        None
+    }
     /// Where the token is, for messages (never the token).
     fn describe(&self) -> String;
     /// A login-required error that says what to do.
@@ -147,10 +153,15 @@ impl RotatingToken {
         // exchange ran wins: writing this rotation over it would put the old
         // session back. (Not when the presented token was a pending one the
         // store had refused: then the store holds an older, dead token.)
+        // The rotated token is still the old session's only valid one (the
+        // replacement might have been a stale copy): it is kept beside the
+        // store, not dropped.
         if self.pending.is_none() && self.store.replaced_since(presented) {
+            let kept = self.store.keep_superseded(&secret(new.to_owned()));
             tracing::warn!(
                 store = %self.store.describe(),
-                "the refresh token was replaced or deleted while this refresh ran (a sign-in or sign-out); keeping that, not this refresh's rotated token"
+                kept_in = kept.as_deref().unwrap_or("nowhere: it could not be written"),
+                "the refresh token was replaced or deleted while this refresh ran (a sign-in or sign-out); using that, not this refresh's rotated token"
             );
             return;
         }
@@ -249,6 +260,16 @@ impl TokenStore for TokenFile {
                 message: format!("cannot read {}: {e}", self.path.display()),
             }),
         }
+    }
+
+    /// `<file>.superseded`, 0600, atomically.
+    fn keep_superseded(&self, token: &SecretString) -> Option<String> {
+        let mut name = self.path.clone().into_os_string();
+        name.push(".superseded");
+        let path = PathBuf::from(name);
+        fsutil::write_atomic_private(&path, token.expose_secret().as_bytes())
+            .ok()
+            .map(|()| path.display().to_string())
     }
 
     /// One small read per rotation (never per request): the file holds
@@ -573,6 +594,15 @@ mod tests {
         fsutil::write_atomic_private(&path, b"rt-B").unwrap(); // credbroker login
         rt.rotated(&presented, Some("rt-A3"), prepared);
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "rt-B");
+        let kept = dir.path().join("refresh-token.superseded");
+        assert_eq!(
+            std::fs::read_to_string(&kept).unwrap(),
+            "rt-A3",
+            "the old session's live token is kept, not lost"
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&kept).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
 
         let presented = rt.current().unwrap();
         let prepared = rt.prepare();
