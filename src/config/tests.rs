@@ -511,6 +511,28 @@ fn hosted_ui_keys() {
             "login.domain",
         ),
         ("domain = \"My App\"", "domain", "prefix"),
+        ("domain = \"-myapp\"", "domain", "prefix"),
+        ("domain = \"my-cognito-app\"", "domain", "prefix"),
+        (
+            "domain = \"myapp\"\nredirect_uri = \"http://127.0.0.1:8765/callback\"",
+            "redirect_uri",
+            "only on localhost",
+        ),
+        (
+            "domain = \"myapp\"\nredirect_uri = \"http://localhost:8765\"",
+            "redirect_uri",
+            "\"http://localhost:8765/\"",
+        ),
+        (
+            "domain = \"myapp\"\nredirect_uri = \"http://localhost:8765/cb\"\nscopes = [\"offline_access\"]",
+            "scopes",
+            "invalid_scope",
+        ),
+        (
+            "domain = \"myapp\"\nredirect_uri = \"http://localhost:8765/cb\"\nscopes = [\"email phone\"]",
+            "scopes",
+            "one non-empty word",
+        ),
         ("domain = \"http://auth.example.com\"", "domain", "https"),
         (
             "domain = \"https://auth.example.com/oauth2/authorize\"",

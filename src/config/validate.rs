@@ -544,6 +544,18 @@ fn validate_pool_sign_in(v: &V<'_>, name: &str, rl: &RawLogin) -> Result<SignIn,
              the same URL here",
         )
     })?;
+    hosted_ui_redirect(v, &k("redirect_uri"), &redirect_uri, rl)?;
+    let scopes = rl.scopes.as_ref().map(|l| l.0.clone());
+    for scope in scopes.iter().flatten() {
+        let why = if scope.is_empty() || scope.contains(char::is_whitespace) {
+            "a scope is one non-empty word"
+        } else if scope == "offline_access" {
+            "Cognito refuses offline_access (invalid_scope); its code grant returns a refresh token without it"
+        } else {
+            continue;
+        };
+        return Err(v.err(k("scopes"), format!("{scope:?}: {why}")));
+    }
     if let Some(idp) = &rl.identity_provider
         && (idp.is_empty() || idp.len() > 128 || idp.chars().any(char::is_control))
     {
@@ -558,10 +570,30 @@ fn validate_pool_sign_in(v: &V<'_>, name: &str, rl: &RawLogin) -> Result<SignIn,
         auth_flow,
         hosted_ui: Some(HostedUi {
             domain,
-            scopes: rl.scopes.as_ref().map(|l| l.0.clone()),
+            scopes,
             identity_provider: rl.identity_provider.clone(),
         }),
     })
+}
+
+/// A hosted UI's callback URL: Cognito takes plain http only for
+/// `localhost`, and compares the URL character by character, so it must be
+/// written exactly as it is sent.
+fn hosted_ui_redirect(v: &V<'_>, key: &str, url: &Url, rl: &RawLogin) -> Result<(), ConfigError> {
+    let raw = rl.redirect_uri.as_deref().unwrap_or_default();
+    if url.host_str() != Some("localhost") {
+        return Err(v.err(
+            key,
+            format!("{raw:?}: Cognito accepts a plain-http callback URL only on localhost; use http://localhost:PORT/callback"),
+        ));
+    }
+    if url.as_str() != raw {
+        return Err(v.err(
+            key,
+            format!("write it as {:?}: Cognito compares callback URLs exactly, and that is how it is sent", url.as_str()),
+        ));
+    }
+    Ok(())
 }
 
 /// `login.domain`: a URL (https, or http on loopback for tests), or a bare
@@ -571,15 +603,20 @@ fn pool_domain(v: &V<'_>, key: &str, raw: &str, pool: Option<&str>) -> Result<Ur
     let url = if raw.contains("://") {
         v.upstream_url(raw, key)?
     } else {
+        // Cognito's rules for a prefix: 1-63 lowercase letters, digits and
+        // inner hyphens, without the reserved words.
         let prefix_ok = !raw.is_empty()
             && raw.len() <= 63
             && raw
                 .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !raw.starts_with('-')
+            && !raw.ends_with('-')
+            && !["aws", "amazon", "cognito"].iter().any(|w| raw.contains(w));
         if !prefix_ok {
             return Err(v.err(
                 key,
-                format!("invalid domain {raw:?}: a URL such as \"https://auth.example.com\", or a Cognito domain prefix (lowercase letters, digits, hyphens)"),
+                format!("invalid domain {raw:?}: a URL such as \"https://auth.example.com\", or a Cognito domain prefix (lowercase letters, digits, inner hyphens; not containing aws, amazon or cognito)"),
             ));
         }
         let region = pool

@@ -213,11 +213,13 @@ async fn user_pool(
             // The pool's keys are where the SDK would call it (moto in tests).
             let idp =
                 crate::upstream::aws::endpoint_override(profile, env, "COGNITO_IDENTITY_PROVIDER")
-                    .map(|(u, from)| {
-                        url::Url::parse(&u).map_err(|e| Error::Usage(format!("{from}: {e}")))
+                    .map(|(u, from)| match url::Url::parse(&u) {
+                        Ok(u) => Ok((u, from)),
+                        Err(e) => Err(Error::Usage(format!("{from}: {e}"))),
                     })
                     .transpose()?;
-            oidc::Provider::hosted_ui(cfg, ui_cfg, idp.as_ref())?
+            let idp = idp.as_ref().map(|(u, from)| (u, from.as_str()));
+            oidc::Provider::hosted_ui(cfg, ui_cfg, idp)?
                 .code(&profile.sign_in, open, ui)
                 .await
         }

@@ -84,7 +84,7 @@ enum Flavour {
     /// (`token_use = "id"`) and, with a client secret, its user must be
     /// `login.username` (the daemon's `SECRET_HASH` is computed from it).
     HostedUi {
-        /// `login.username`, when set.
+        /// `login.username`, when the client has a secret.
         username: Option<String>,
     },
 }
@@ -216,11 +216,12 @@ impl Provider {
     /// A user pool's hosted UI (`login.domain`): the OAuth endpoints under
     /// the domain, the issuer and JWKS of the pool (Cognito publishes no
     /// discovery document at the domain, and none with a device grant).
-    /// `idp_base` is the cognito-idp endpoint (`aws.endpoint_url` when set).
+    /// `idp_base` is the cognito-idp endpoint the SDK would use, when
+    /// overridden, and where that came from (for errors).
     pub fn hosted_ui(
         pool: &UserPoolConfig,
         ui: &HostedUi,
-        idp_base: Option<&Url>,
+        idp_base: Option<(&Url, &str)>,
     ) -> Result<Provider, Error> {
         let region = pool
             .user_pool_id
@@ -231,9 +232,14 @@ impl Provider {
             "https://cognito-idp.{region}.amazonaws.com/{}",
             pool.user_pool_id
         );
-        let base = idp_base.map_or_else(
-            || format!("https://cognito-idp.{region}.amazonaws.com"),
-            |u| u.as_str().trim_end_matches('/').to_owned(),
+        let (base, from) = idp_base.map_or_else(
+            || {
+                (
+                    format!("https://cognito-idp.{region}.amazonaws.com"),
+                    "the pool's region",
+                )
+            },
+            |(u, from)| (u.as_str().trim_end_matches('/').to_owned(), from),
         );
         let under = |path: &str| {
             ui.domain
@@ -244,8 +250,9 @@ impl Provider {
             "{base}/{}/.well-known/jwks.json",
             pool.user_pool_id
         ))
-        .map_err(|e| Error::Usage(format!("aws.endpoint_url: {e}")))?;
-        check_upstream_url(&jwks).map_err(|m| Error::Usage(format!("the pool's JWKS: {m}")))?;
+        .map_err(|e| Error::Usage(format!("{from}: {e}")))?;
+        check_upstream_url(&jwks)
+            .map_err(|m| Error::Usage(format!("the pool's JWKS (from {from}): {m}")))?;
         Ok(Provider {
             http: crate::upstream::oidc::http_client().map_err(|e| Error::Local(e.to_string()))?,
             client: Client {
@@ -254,7 +261,9 @@ impl Provider {
             },
             scopes: hosted_ui_scopes(ui),
             flavour: Flavour::HostedUi {
-                username: pool.username.clone(),
+                // Only a confidential client's refresh needs the name
+                // (SECRET_HASH); a public one may sign in as anyone.
+                username: pool.client_secret_file.as_ref().and(pool.username.clone()),
             },
             issuer,
             token_endpoint: under("oauth2/token")?,
@@ -677,12 +686,17 @@ mod tests {
             "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_Abc/.well-known/jwks.json"
         );
         assert!(!p.has_device_flow(), "Cognito has no device grant");
+        assert_eq!(
+            p.flavour,
+            Flavour::HostedUi { username: None },
+            "a public client may sign in as anyone: login.username is not enforced"
+        );
         let local = Url::parse("http://127.0.0.1:5000/").unwrap();
-        let p2 = Provider::hosted_ui(&pool, &ui, Some(&local)).unwrap();
+        let p2 = Provider::hosted_ui(&pool, &ui, Some((&local, "AWS_ENDPOINT_URL"))).unwrap();
         assert_eq!(
             p2.jwks_uri.as_ref().unwrap().as_str(),
             "http://127.0.0.1:5000/eu-west-1_Abc/.well-known/jwks.json",
-            "aws.endpoint_url serves the pool's keys"
+            "an endpoint override serves the pool's keys"
         );
         let sign_in = SignIn {
             prompt: None,
